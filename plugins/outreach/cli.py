@@ -1,0 +1,337 @@
+"""The ``outreach`` command, for growth ops and automation (DESIGN section 7).
+
+Errors go to stderr with a non-zero exit code (2: bad input, 1: anything else) and say what and where;
+a failing command writes nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from outreach.domain.model import ValidationError
+
+EXIT_BAD_INPUT = 2
+
+
+class CliError(Exception):
+    pass
+
+
+def _engine():
+    from outreach.store import db, migrate
+
+    engine = db.get_engine()
+    if migrate.current_version(engine) is None:
+        raise CliError("the database has no schema yet: run `outreach db upgrade` first")
+    return engine
+
+
+def _read(path: str) -> str:
+    p = Path(path)
+    if not p.is_file():
+        raise CliError(f"{path}: no such file")
+    return p.read_text(encoding="utf-8")
+
+
+# -- commands ---------------------------------------------------------------------------------------
+def cmd_db_upgrade(args) -> int:
+    from outreach.store import db, migrate
+
+    url = db.resolve_url()
+    engine = db.get_engine(url)
+    applied = migrate.upgrade(engine)
+    print(f"database {db.describe(url)}: " + (f"applied {', '.join(applied)}" if applied else "up to date")
+          + f" (schema version {migrate.current_version(engine)})")
+    return 0
+
+
+def cmd_accounts_apply(args) -> int:
+    from outreach.domain.accounts import parse_accounts
+    from outreach.store import catalog
+
+    accounts = parse_accounts(_read(args.file), args.file)
+    engine = _engine()
+    with engine.begin() as conn:
+        try:
+            result = catalog.apply_accounts(conn, accounts)
+        except ValueError as e:
+            raise CliError(f"{args.file}: {e}") from e
+    for name, what in sorted(result.items()):
+        print(f"account {name}: {what}")
+    return 0
+
+
+def _parse_seq(path: str, conn=None):
+    from outreach.domain.sequence import parse_sequence
+    from outreach.store import catalog
+
+    providers = catalog.account_providers(conn) if conn is not None else None
+    return parse_sequence(_read(path), path, providers)
+
+
+def cmd_sequences_validate(args) -> int:
+    engine = _engine()
+    with engine.connect() as conn:
+        seq = _parse_seq(args.file, conn)
+    print(f"{args.file}: sequence {seq.name!r} is valid: {len(seq.actions)} actions, {len(seq.triggers)} triggers, "
+          f"providers {', '.join(sorted(seq.providers())) or 'none'}")
+    return 0
+
+
+def cmd_sequences_apply(args) -> int:
+    from outreach.store import catalog
+
+    engine = _engine()
+    with engine.begin() as conn:
+        seq = _parse_seq(args.file, conn)
+        version, published = catalog.apply_sequence(conn, seq, source_file=str(args.file))
+    print(f"sequence {seq.name}: " + (f"published version {version}" if published
+                                      else f"unchanged (version {version})"))
+    return 0
+
+
+def cmd_sequences_status(args, status: str) -> int:
+    from outreach.store import catalog
+
+    with _engine().begin() as conn:
+        try:
+            catalog.set_sequence_status(conn, args.name, status)
+        except catalog.NotFound as e:
+            raise CliError(str(e)) from e
+    print(f"sequence {args.name}: {status}")
+    return 0
+
+
+def cmd_leads_import(args) -> int:
+    from outreach.clock import parse_now
+    from outreach.domain.model import SequenceDef
+    from outreach.store import catalog
+    from outreach.store.leads import import_leads, parse_leads_csv
+
+    rows = parse_leads_csv(_read(args.file), args.file)
+    engine = _engine()
+    with engine.begin() as conn:
+        try:
+            seq_row = catalog.latest_version(conn, args.sequence)
+        except catalog.NotFound as e:
+            raise CliError(str(e)) from e
+        if seq_row.status == "ARCHIVED":
+            raise CliError(f"sequence {args.sequence!r} is archived; leads cannot be enrolled")
+        seq = SequenceDef.from_canonical(args.sequence, tuple(seq_row.accounts), seq_row.definition)
+        report = import_leads(conn, seq_row, seq, rows, parse_now(args.now))
+    print(f"{args.file}: {report.rows} rows; {report.people_created} new people, {report.people_merged} merged "
+          f"into existing people; {report.enrolled} enrolled in {args.sequence} "
+          f"(version {seq_row.version}), {report.already_enrolled} already enrolled")
+    for c in report.conflicts:
+        print(f"{args.file}: conflict: {c}", file=sys.stderr)
+    return 0
+
+
+def cmd_suppress_add(args) -> int:
+    from outreach.store.leads import normalise
+
+    kinds = ("twitter", "twitter_username", "linkedin", "email", "xmtp", "person", "domain", "global")
+    if args.kind not in kinds:
+        raise CliError(f"--kind: {args.kind!r} is not one of {', '.join(kinds)}")
+    value = normalise(args.kind, args.value) if args.kind != "domain" else args.value.strip().lower()
+    with _engine().begin() as conn:
+        row = conn.execute(sa.text("""
+            INSERT INTO suppressions (kind, value, reason, source) VALUES (:k, :v, :r, 'cli')
+            ON CONFLICT (kind, value) DO NOTHING RETURNING id"""),
+            {"k": args.kind, "v": value, "r": args.reason}).first()
+    print(f"suppressed {args.kind}={value}" if row else f"{args.kind}={value} was already suppressed")
+    return 0
+
+
+def cmd_tick(args) -> int:
+    from outreach.clock import parse_now
+    from outreach.engine.tick import run_tick
+
+    now = parse_now(args.now)
+    summary = run_tick(_engine(), now, providers=[args.provider] if args.provider else None,
+                       sequences=args.sequence or None, dry_run=args.dry_run, max_actions=args.max_actions)
+    print(json.dumps(summary, indent=2, default=str) if args.json else _summary_lines(summary))
+    return 0
+
+
+def _summary_lines(summary: dict) -> str:
+    lines = [f"tick at {summary['now']}"]
+    for k, v in summary.items():
+        if isinstance(v, dict):
+            lines.append(f"  {k:<22} " + (", ".join(f"{a}={b}" for a, b in sorted(v.items())) or "nothing to do"))
+    return "\n".join(lines)
+
+
+def cmd_lead_show(args) -> int:
+    engine = _engine()
+    with engine.connect() as conn:
+        e = conn.execute(sa.text("""
+            SELECT e.*, s.name AS sequence, v.version, p.name AS person, a.name AS account
+            FROM enrollments e JOIN sequences s ON s.id = e.sequence_id
+            JOIN sequence_versions v ON v.id = e.version_id JOIN people p ON p.id = e.person_id
+            LEFT JOIN sender_accounts a ON a.id = e.account_id WHERE e.id = :id"""), {"id": args.id}).first()
+        if not e:
+            raise CliError(f"no enrollment with id {args.id}")
+        ids = conn.execute(sa.text("SELECT kind, value FROM identities WHERE person_id = :p ORDER BY kind"),
+                           {"p": e.person_id}).all()
+        events = conn.execute(sa.text("""
+            SELECT occurred_at, kind, step, variant, attempt, reason, provider_ref, data FROM events
+            WHERE enrollment_id = :id ORDER BY occurred_at, id"""), {"id": args.id}).all()
+    print(f"enrollment {e.id}: {e.person or '(no name)'} in {e.sequence} v{e.version} via {e.account or '-'}")
+    print(f"  identities: " + ", ".join(f"{i.kind}={i.value}" for i in ids))
+    print(f"  status {e.status}" + (f" ({e.ended_reason})" if e.ended_reason else "")
+          + f"; step {e.current_step} ({e.phase}); next run {e.next_run_at.isoformat() if e.next_run_at else '-'}"
+          + ("; IN FLIGHT: awaiting reconcile" if e.in_flight else ""))
+    print("  timeline:")
+    for ev in events:
+        extra = " ".join(x for x in (
+            f"variant={ev.variant}" if ev.variant else "", f"attempt={ev.attempt}" if ev.attempt else "",
+            f"reason={ev.reason}" if ev.reason else "", f"ref={ev.provider_ref}" if ev.provider_ref else "",
+            f"-> {ev.data['next']}" if ev.data and ev.data.get("next") else "",
+            f"text={ev.data['text'][:60]!r}" if ev.data and ev.data.get("text") else "") if x)
+        print(f"    {ev.occurred_at.isoformat()}  {ev.kind:<16} {ev.step or '':<12} {extra}")
+    return 0
+
+
+FUNNEL_COLUMNS = [("ENROLLED", "enrolled"), ("ATTEMPTED", "attempted"), ("SENT", "sent"),
+                  ("FOLLOWED_BACK", "follow-backs"), ("REPLIED", "replied"), ("SKIPPED", "skipped"),
+                  ("FAILED", "failed"), ("NEEDS_REVIEW", "review"), ("RECONCILED", "reconciled")]
+
+
+def cmd_metrics(args) -> int:
+    from outreach.engine import metrics
+
+    engine = _engine()
+    if args.recompute:
+        with engine.connect() as conn:
+            lo, hi = conn.execute(sa.text("SELECT min(occurred_at), max(occurred_at) FROM events")).one()
+        if lo:
+            metrics.aggregate(engine, lo, hi)
+    rows = metrics.funnel(engine, args.sequence)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no metrics yet (run a tick, or `outreach metrics --recompute`)")
+        return 0
+    print(format_funnel(rows))
+    return 0
+
+
+def format_funnel(rows: list[dict]) -> str:
+    head = f"{'sequence':<22} {'step':<14} {'action':<20} " + " ".join(f"{h:>12}" for _, h in FUNNEL_COLUMNS)
+    out = [head, "-" * len(head)]
+    for r in rows:
+        out.append(f"{r['sequence'][:22]:<22} {r['step'][:14]:<14} {r['action'][:20]:<20} "
+                   + " ".join(f"{r.get(k, 0):>12}" for k, _ in FUNNEL_COLUMNS))
+    return "\n".join(out)
+
+
+def cmd_sandbox_serve(args) -> int:
+    from outreach.sandbox.server import serve
+
+    serve(host=args.host, port=args.port, seed=args.seed)
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="outreach", description="Outreach sequences engine")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="sub", required=True, metavar="SUB")
+    db.add_parser("upgrade", help="apply pending migrations").set_defaults(func=cmd_db_upgrade)
+
+    acc = sub.add_parser("accounts", help="sender accounts").add_subparsers(dest="sub", required=True, metavar="SUB")
+    a = acc.add_parser("apply", help="create or update accounts from a YAML file")
+    a.add_argument("file")
+    a.set_defaults(func=cmd_accounts_apply)
+
+    seqs = sub.add_parser("sequences", help="sequence definitions").add_subparsers(dest="sub", required=True,
+                                                                                   metavar="SUB")
+    s = seqs.add_parser("validate", help="check a sequence file; store nothing")
+    s.add_argument("file")
+    s.set_defaults(func=cmd_sequences_validate)
+    s = seqs.add_parser("apply", help="create a sequence or publish a new version when its definition changed")
+    s.add_argument("file")
+    s.set_defaults(func=cmd_sequences_apply)
+    for verb, status in (("pause", "PAUSED"), ("resume", "ACTIVE")):
+        s = seqs.add_parser(verb, help=f"{verb} a sequence")
+        s.add_argument("name")
+        s.set_defaults(func=lambda args, st=status: cmd_sequences_status(args, st))
+
+    leads = sub.add_parser("leads", help="leads").add_subparsers(dest="sub", required=True, metavar="SUB")
+    li = leads.add_parser("import", help="enrol leads from a CSV file into a sequence")
+    li.add_argument("--sequence", required=True)
+    li.add_argument("--now", help="engine clock (ISO 8601); default: real time")
+    li.add_argument("file")
+    li.set_defaults(func=cmd_leads_import)
+
+    sup = sub.add_parser("suppress", help="do-not-contact list").add_subparsers(dest="sub", required=True,
+                                                                                 metavar="SUB")
+    sa_ = sup.add_parser("add", help="suppress an identity, person, domain, or everyone (global)")
+    sa_.add_argument("--kind", required=True, help="twitter, twitter_username, linkedin, email, xmtp, person, "
+                                                   "domain or global")
+    sa_.add_argument("--value", required=True)
+    sa_.add_argument("--reason", required=True)
+    sa_.set_defaults(func=cmd_suppress_add)
+
+    t = sub.add_parser("tick", help="run one whole cycle: poll, ingest, advance, metrics")
+    t.add_argument("--now", help="engine clock (ISO 8601); default: real time")
+    t.add_argument("--provider", choices=["x", "linkedin", "xmtp", "email"])
+    t.add_argument("--sequence", action="append", help="only these sequences (repeatable)")
+    t.add_argument("--dry-run", action="store_true", help="decide and log, send nothing, change nothing")
+    t.add_argument("--max-actions", type=int, help="stop after this many sends per advance batch of accounts")
+    t.add_argument("--json", action="store_true", help="print the summary as JSON")
+    t.set_defaults(func=cmd_tick)
+
+    lead = sub.add_parser("lead", help="one enrollment").add_subparsers(dest="sub", required=True, metavar="SUB")
+    ls = lead.add_parser("show", help="an enrollment's state and timeline")
+    ls.add_argument("id", type=int)
+    ls.set_defaults(func=cmd_lead_show)
+
+    m = sub.add_parser("metrics", help="the funnel per sequence and step")
+    m.add_argument("--sequence")
+    m.add_argument("--recompute", action="store_true", help="recompute the rollup over all events first")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_metrics)
+
+    sb = sub.add_parser("sandbox", help="the provider sandbox").add_subparsers(dest="sub", required=True,
+                                                                                metavar="SUB")
+    ss = sb.add_parser("serve", help="serve the X API sandbox over HTTP")
+    ss.add_argument("--host", default="127.0.0.1")
+    ss.add_argument("--port", type=int, default=8765)
+    ss.add_argument("--seed", type=int, default=42)
+    ss.set_defaults(func=cmd_sandbox_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except ValidationError as e:
+        for issue in e.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except sa.exc.OperationalError as e:
+        print(f"error: database unavailable: {e.orig}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Engine orchestration: the claim -> gate -> intent -> call -> record cycle, polling, ingest, metrics."""

@@ -1,0 +1,272 @@
+"""Advance leads of one sender account: claim -> gate -> intent -> call -> record (DESIGN section 4).
+
+Per batch: commit 1 holds the claim (lease), the gate's decisions and the ATTEMPTED intents; then the provider
+calls run with no transaction open; commit 2 records every outcome, fenced on (lease owner, step, phase).
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from outreach.domain import machine, templates
+from outreach.domain.model import SequenceDef
+from outreach.engine import gate
+from outreach.engine.budget import Budget, feedback
+from outreach.providers.base import AccountError, PermanentError, RateLimited, RetryableError
+from outreach.providers.registry import action_types
+from outreach.store import catalog, steps
+from outreach.store.steps import Transition
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_OF = {"FOLLOW_ON_TWITTER": "follow", "UNFOLLOW_ON_TWITTER": "unfollow", "SEND_TWITTER_DM": "dm"}
+
+
+@dataclass
+class AdvanceConfig:
+    batch_size: int = 200
+    lease_seconds: int = 300
+    max_attempts: int = 5
+    backoff_base: float = 60.0
+    backoff_cap: float = 6 * 3600.0
+    max_actions: int | None = None
+    dry_run: bool = False
+    sequences: list[str] | None = None
+
+
+@dataclass
+class _Go:
+    row: object
+    seq: SequenceDef
+    text: str
+    variant: str | None
+    recipient: dict
+    reconcile: bool  # an earlier attempt has no outcome: ask the provider before re-sending
+
+
+def new_owner() -> str:
+    return f"w-{uuid.uuid4().hex[:12]}"
+
+
+def advance_account(engine: sa.Engine, account, provider_client, *, now: datetime,
+                    config: AdvanceConfig | None = None, owner: str | None = None,
+                    rng: random.Random | None = None) -> Counter:
+    """Advance every due enrollment of ``account`` (a sender_accounts row) until nothing is due or no budget."""
+    cfg = config or AdvanceConfig()
+    owner = owner or new_owner()
+    rng = rng or random.Random()
+    counts: Counter = Counter()
+    if account.status != "ACTIVE" or (account.blocked_until and account.blocked_until > now):
+        counts["account_blocked"] += 1
+        return counts
+    versions: dict[int, SequenceDef] = {}
+    for action_type in action_types(account.provider):
+        while True:
+            budget_left = None if cfg.max_actions is None else cfg.max_actions - counts["attempted"]
+            if budget_left is not None and budget_left <= 0:
+                return counts
+            n = _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, versions, counts,
+                       budget_left)
+            if n == 0:
+                break
+    return counts
+
+
+def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, versions, counts, budget_left) -> int:
+    """One batch. Returns how many enrollments it claimed (0: nothing more to do for this action type)."""
+    lease_deadline = time.monotonic() + cfg.lease_seconds * 0.8
+    conn = engine.connect()
+    try:
+        with conn.begin() as tx:
+            limit = cfg.batch_size if budget_left is None else min(cfg.batch_size, budget_left)
+            budget = None
+            if action_type != "CHECK_FOR_REPLY":
+                budget = Budget(conn, account.id, action_type, account.limits, now)
+                limit = min(limit, budget.available())
+                if limit <= 0:
+                    counts["budget_exhausted" if not budget.blocked else "rate_blocked"] += 1
+                    return 0
+            rows = steps.claim(conn, account_id=account.id, action_type=action_type, now=now, owner=owner,
+                               limit=limit, lease_seconds=cfg.lease_seconds, sequences=cfg.sequences)
+            if not rows:
+                return 0
+            counts["claimed"] += len(rows)
+            missing = {r.version_id for r in rows} - versions.keys()
+            if missing:
+                versions.update(catalog.load_versions(conn, missing))
+            person_ids = sorted({r.person_id for r in rows})
+            people = gate.recipients(conn, person_ids)
+            blocked = gate.suppressed(conn, person_ids)
+            intents, decided, gos = [], [], []
+            if action_type == "CHECK_FOR_REPLY":
+                replied = gate.replied_since(conn, [(r.person_id, r.created_at) for r in rows])
+            for r in rows:
+                seq = versions[r.version_id]
+                action = seq.actions[r.current_step]
+                if r.person_id in blocked:
+                    decided.append(_end(r, "SKIPPED", "SKIPPED", blocked[r.person_id], now))
+                    counts["skipped:suppressed"] += 1
+                    continue
+                if action_type == "CHECK_FOR_REPLY":
+                    nxt = machine.after_action(seq, r.current_step, now)
+                    if r.person_id in replied:
+                        nxt = machine.on_signal(seq, r.current_step, "waiting", now, "REPLIED", now, now) or nxt
+                    decided.append(_to(r, nxt, "CHECKED", now, performed=True))
+                    counts["checked"] += 1
+                    continue
+                variant = templates.choose_variant(action, r.id)
+                text, _source, skip = templates.render_action(action, variant, _variables(r, people[r.person_id]))
+                if skip:
+                    decided.append(_end(r, "SKIPPED", "SKIPPED", skip, now))
+                    counts["skipped:" + skip.split(":")[0]] += 1
+                    continue
+                gos.append(_Go(r, seq, text, variant, people[r.person_id], reconcile=r.in_flight))
+                intents.append(Transition(
+                    id=r.id, expect_step=r.current_step, expect_phase="pending", status="ACTIVE",
+                    step=r.current_step, phase="pending", next_run_at=now + timedelta(seconds=cfg.lease_seconds),
+                    event_kind="ATTEMPTED", occurred_at=now, in_flight=True, keep_lease=True,
+                    dedupe_key=f"att:{r.id}:{r.current_step}:{r.attempts}", variant=variant,
+                    data={"action": action.type, "reconcile": r.in_flight},
+                ))
+            if cfg.dry_run:
+                counts["would_send"] += len(gos)
+                for g in gos[:5]:
+                    log.info("dry run: would %s enrollment %s: %r", action_type, g.row.id, g.text[:80])
+                tx.rollback()
+                return 0  # a dry run looks at one batch per action type and changes nothing
+            if budget is not None:
+                budget.spend(len(gos))
+            steps.apply(conn, decided + intents, owner=owner, account_id=account.id, provider=account.provider)
+            counts["attempted"] += len(gos)
+        # ---- commit 1 done: intents are durable. Provider calls, with no transaction open. ----
+        outcomes, release_ids, release_at = [], [], None
+        stop: str | None = None
+        rate_info = None
+        for g in gos:
+            r = g.row
+            if stop or time.monotonic() > lease_deadline:
+                release_ids.append(r.id)  # in_flight stays set: the next claim reconciles first
+                continue
+            try:
+                if g.reconcile:
+                    since = (r.last_attempt_at or now - timedelta(days=7)) - timedelta(seconds=60)  # clock skew
+                    status, ref = provider_client.reconcile(action_type, account.user_id, g.recipient, g.text, since)
+                    counts["reconciled"] += 1
+                    if status == "landed":
+                        outcomes.append(_sent(r, g, ref, now, reconciled=True))
+                        counts["sent"] += 1
+                        continue
+                    if status == "unknown":
+                        outcomes.append(_end(r, "NEEDS_REVIEW", "NEEDS_REVIEW", "reconcile_unknown", now))
+                        counts["needs_review"] += 1
+                        continue
+                result = provider_client.perform(action_type, account.user_id, g.recipient, g.text,
+                                                 idempotency_key=f"{r.id}:{r.current_step}")
+                outcomes.append(_sent(r, g, result.provider_ref, now))
+                counts["sent"] += 1
+            except RateLimited as e:
+                stop, release_at = "rate_limited", e.reset_at or now + timedelta(minutes=15)
+                release_ids.append(r.id)
+                counts["rate_limited"] += 1
+                feedback_args = (None, None, e.reset_at, True)
+                rate_info = feedback_args
+                continue
+            except AccountError as e:
+                stop = "account_error"
+                release_ids.append(r.id)
+                log.error("account %s cannot act: %s", account.name, e)
+                counts["account_error"] += 1
+                continue
+            except RetryableError as e:
+                outcomes.append(_retry(r, g, e, now, cfg, rng))
+                counts["retried" if r.attempts < cfg.max_attempts else "failed:" + e.reason] += 1
+                continue
+            except PermanentError as e:
+                outcomes.append(_end(r, "FAILED", "FAILED", e.reason, now, variant=g.variant,
+                                     dedupe=f"out:{r.id}:{r.current_step}", data={"detail": e.detail[:300]}))
+                counts["failed:" + e.reason] += 1
+                continue
+            info = getattr(provider_client.client, "last_rate", {}).get(ENDPOINT_OF.get(action_type, ""))
+            if info is not None and info.remaining == 0:
+                stop, release_at = "provider_remaining_0", info.reset_at
+                rate_info = (info.remaining, info.limit, info.reset_at, False)
+        if rate_info is None:
+            info = getattr(provider_client.client, "last_rate", {}).get(ENDPOINT_OF.get(action_type, ""))
+            if info is not None:
+                rate_info = (info.remaining, info.limit, info.reset_at, False)
+        # ---- commit 2: outcomes, fenced on the lease ----
+        with conn.begin():
+            passed = steps.apply(conn, outcomes, owner=owner, account_id=account.id, provider=account.provider)
+            if len(passed) < len(outcomes):
+                counts["fenced"] += len(outcomes) - len(passed)
+                log.warning("%d outcomes lost their lease (another worker took over); they will be reconciled",
+                            len(outcomes) - len(passed))
+            if release_ids:
+                # attempts that never reached the provider stay in_flight; reconcile confirms they are absent
+                steps.release(conn, release_ids, owner, release_at or now, refund=stop in ("rate_limited",))
+                counts["released"] += len(release_ids)
+            if rate_info is not None and action_type != "CHECK_FOR_REPLY":
+                remaining, limit_, reset_at, was_429 = rate_info
+                until = feedback(conn, account.id, action_type, account.limits, now, remaining, limit_, reset_at,
+                                 was_429, rng)
+                if until:
+                    log.info("account %s %s blocked until %s (provider limit)", account.name, action_type,
+                             until.isoformat())
+            if stop == "account_error":
+                conn.execute(sa.text("UPDATE sender_accounts SET blocked_until = :t WHERE id = :a"),
+                             {"t": now + timedelta(hours=1), "a": account.id})
+        return 0 if stop else len(rows)
+    finally:
+        conn.close()
+
+
+def _variables(row, recipient: dict) -> dict:
+    v = dict(row.variables or {})
+    if recipient.get("twitter_username"):
+        v.setdefault("twitter_username", recipient["twitter_username"])
+    return v
+
+
+def _to(r, nxt: machine.Next, kind: str, now: datetime, performed: bool = False, **kw) -> Transition:
+    return Transition(id=r.id, expect_step=r.current_step, expect_phase="pending", status=nxt.status, step=nxt.step,
+                      phase=nxt.phase, next_run_at=nxt.next_run_at, event_kind=kind, occurred_at=now,
+                      provider=nxt.provider, performed=performed, reset_attempts=True,
+                      ended_reason=nxt.reason if nxt.status != "ACTIVE" else None,
+                      data={"next": nxt.step if nxt.status == "ACTIVE" else nxt.status, "fired": nxt.fired}, **kw)
+
+
+def _sent(r, g: _Go, ref: str | None, now: datetime, reconciled: bool = False) -> Transition:
+    nxt = machine.after_action(g.seq, r.current_step, now)
+    t = _to(r, nxt, "SENT", now, performed=True, provider_ref=ref, variant=g.variant,
+            dedupe_key=f"out:{r.id}:{r.current_step}", reason="reconciled" if reconciled else None)
+    t.data["text_len"] = len(g.text)
+    return t
+
+
+def _end(r, status: str, kind: str, reason: str, now: datetime, variant: str | None = None,
+         dedupe: str | None = None, data: dict | None = None) -> Transition:
+    return Transition(id=r.id, expect_step=r.current_step, expect_phase="pending", status=status,
+                      step=r.current_step, phase="pending", next_run_at=None, event_kind=kind, occurred_at=now,
+                      reason=reason, ended_reason=reason, variant=variant, dedupe_key=dedupe, data=data or {})
+
+
+def _retry(r, g: _Go, e: RetryableError, now: datetime, cfg: AdvanceConfig, rng: random.Random) -> Transition:
+    if r.attempts >= cfg.max_attempts:
+        status = "NEEDS_REVIEW" if e.maybe_landed or r.in_flight else "FAILED"
+        return _end(r, status, status, f"{e.reason}:max_attempts", now, variant=g.variant,
+                    dedupe=f"out:{r.id}:{r.current_step}", data={"detail": e.detail[:300]})
+    from outreach.domain.pacing import backoff_seconds
+
+    delay = backoff_seconds(r.attempts, cfg.backoff_base, cfg.backoff_cap, rng)
+    return Transition(id=r.id, expect_step=r.current_step, expect_phase="pending", status="ACTIVE",
+                      step=r.current_step, phase="pending", next_run_at=now + timedelta(seconds=delay),
+                      event_kind="RETRY_SCHEDULED", occurred_at=now, in_flight=e.maybe_landed or r.in_flight,
+                      reason=e.reason, variant=g.variant,
+                      data={"detail": e.detail[:300], "maybe_landed": e.maybe_landed, "delay_s": round(delay)})

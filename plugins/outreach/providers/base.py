@@ -1,0 +1,75 @@
+"""Provider-neutral results and errors. Every provider client speaks these to the engine."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass
+class RateInfo:
+    """What the provider said about its own limit on the last response."""
+
+    endpoint: str
+    limit: int | None
+    remaining: int | None
+    reset_at: datetime | None
+
+
+@dataclass
+class SendResult:
+    provider_ref: str | None = None
+    data: dict = field(default_factory=dict)
+
+
+@dataclass
+class Signal:
+    """An inbound signal read from a provider (a reply, a follow-back, an acceptance)."""
+
+    kind: str  # REPLIED, FOLLOWED_BACK, CONNECTION_ACCEPTED, REPLIED_TO_NOTE
+    external_id: str  # the other party's provider id
+    provider_ref: str  # unique per provider: re-polling the same item inserts nothing twice
+    occurred_at: datetime
+    conversation_id: str | None = None
+    text: str | None = None
+
+
+class ProviderError(Exception):
+    """Base of provider failures. ``reason`` is a short machine-readable code recorded in the event log."""
+
+    retryable = False
+
+    def __init__(self, reason: str, detail: str = "", status: int | None = None):
+        self.reason = reason
+        self.detail = detail
+        self.status = status
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class PermanentError(ProviderError):
+    """The provider refused for good (user not found, DMs closed, protected account, bad input)."""
+
+
+class RetryableError(ProviderError):
+    """Transient failure (5xx, timeout, reset). ``maybe_landed`` means the effect may have happened anyway,
+    so the next attempt must reconcile before it re-sends."""
+
+    retryable = True
+
+    def __init__(self, reason: str, detail: str = "", status: int | None = None, maybe_landed: bool = False):
+        super().__init__(reason, detail, status)
+        self.maybe_landed = maybe_landed
+
+
+class RateLimited(RetryableError):
+    """429: nothing happened; the account and action are blocked until ``reset_at``."""
+
+    def __init__(self, detail: str, reset_at: datetime | None, status: int = 429):
+        super().__init__("rate_limited", detail, status, maybe_landed=False)
+        self.reset_at = reset_at
+
+
+class AccountError(RetryableError):
+    """The sender account itself cannot act (bad or revoked token): block the account, keep the leads."""
+
+    def __init__(self, reason: str, detail: str = "", status: int | None = None):
+        super().__init__(reason, detail, status, maybe_landed=False)

