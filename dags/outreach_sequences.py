@@ -1,0 +1,148 @@
+"""
+### outreach_sequences: the 6-hourly backbone
+
+Polls every sender account's inbox and relationships (incrementally, from stored cursors), ingests the new
+signals (replies, follow-backs) and fires the triggers they satisfy and the timeouts that passed, advances due
+leads per provider through that provider's advance operator (mapped over batches of accounts, never one task
+per lead), and recomputes the metrics rollup.
+
+**Safe to retry, clear, rerun, overlap and backfill.** Sends are decided for *now* only and each rests on the
+invariant of `docs/architecture.md` (lease, intent before effect, fenced outcome, reconcile before retry).
+A backfill run never sends: it only recomputes metrics for its data interval.
+
+**Params** (trigger with config): `sequences` (names; empty = all), `providers` (empty = all implemented),
+`dry_run` (decide and log, send nothing), `max_actions` (cap on sends per advance task), `now` (engine clock,
+ISO 8601; for simulations and demos only; empty = real time).
+
+Same engine code as `outreach tick`.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import DAG, Param, task
+
+from outreach.operators.advance import OPERATORS
+
+PROVIDERS = tuple(OPERATORS)
+
+with DAG(
+    dag_id="outreach_sequences",
+    schedule="0 */6 * * *",
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    doc_md=__doc__,
+    tags=["outreach", "sequences"],
+    render_template_as_native_obj=True,
+    default_args={
+        "owner": "growth-data",
+        "retries": 3,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+    },
+    params={
+        "sequences": Param([], type="array", items={"type": "string"}, description="only these sequences"),
+        "providers": Param([], type="array", items={"type": "string", "enum": list(PROVIDERS)},
+                           description="only these providers"),
+        "dry_run": Param(False, type="boolean", description="decide and log, send nothing"),
+        "max_actions": Param(None, type=["null", "integer"], minimum=0, description="cap on sends per task"),
+        "now": Param("", type="string", description="engine clock override, ISO 8601 (simulation only)"),
+    },
+) as dag:
+
+    @task
+    def plan_polls(params=None, dag_run=None) -> list[dict]:
+        """Batches of accounts to poll, per provider. Small JSON: provider and account ids."""
+        from outreach.engine.tick import poll_batches
+        from outreach.operators.common import is_backfill
+        from outreach.store.db import get_engine
+
+        if is_backfill({"dag_run": dag_run}):
+            return []
+        wanted = params.get("providers") or PROVIDERS
+        return [{"provider": p, "account_ids": b} for p in wanted for b in poll_batches(get_engine(), p)]
+
+    @task
+    def poll_inboxes(batch: dict, params=None) -> dict:
+        """New direct messages since each account's cursor."""
+        from outreach.engine.tick import poll
+        from outreach.operators.common import engine_clock, summary_line
+        from outreach.store.db import get_engine
+
+        counts = poll(get_engine(), batch["account_ids"], "inbox", engine_clock(params.get("now")))
+        print(f"poll_inboxes {batch['provider']}: {summary_line(counts)}")
+        return counts
+
+    @task
+    def poll_relationships(batch: dict, params=None) -> dict:
+        """New followers (follow-backs) since each account's cursor."""
+        from outreach.engine.tick import poll
+        from outreach.operators.common import engine_clock, summary_line
+        from outreach.store.db import get_engine
+
+        counts = poll(get_engine(), batch["account_ids"], "relationships", engine_clock(params.get("now")))
+        print(f"poll_relationships {batch['provider']}: {summary_line(counts)}")
+        return counts
+
+    @task(trigger_rule="none_failed")
+    def ingest_trigger_responses(params=None, dag_run=None) -> dict:
+        """Match signals to enrollments, fire event triggers, then fire timeouts that passed."""
+        from outreach.engine.tick import ingest
+        from outreach.operators.common import engine_clock, is_backfill, summary_line
+        from outreach.store.db import get_engine
+
+        if is_backfill({"dag_run": dag_run}):
+            return {"skipped": "backfill"}
+        counts = ingest(get_engine(), engine_clock(params.get("now")))
+        print(f"ingest_trigger_responses: {summary_line(counts)}")
+        return counts
+
+    @task(trigger_rule="none_failed")
+    def aggregate_metrics(params=None, dag_run=None, data_interval_start=None, data_interval_end=None) -> dict:
+        """Recompute the daily rollup for this run's window and upsert (a backfill repairs its interval)."""
+        from outreach.engine.tick import aggregate
+        from outreach.operators.common import engine_clock, is_backfill
+        from outreach.store.db import get_engine
+
+        now = engine_clock(params.get("now"))
+        if is_backfill({"dag_run": dag_run}):
+            start, end = data_interval_start, data_interval_end  # exactly the interval: a backfill repairs it
+        elif params.get("now"):
+            start, end = now - timedelta(days=1), now  # simulated clock: the days around it
+        else:  # late signals are dated when they happened: include the day before
+            start, end = min(data_interval_start or now, now - timedelta(days=1)), max(data_interval_end or now, now)
+        result = aggregate(get_engine(), start, end)
+        print(f"aggregate_metrics: {result}")
+        return result
+
+    polls = plan_polls()
+    ingested = ingest_trigger_responses()
+    [poll_inboxes.expand(batch=polls), poll_relationships.expand(batch=polls)] >> ingested
+    metrics = aggregate_metrics()
+
+    for provider, operator in OPERATORS.items():
+
+        @task(task_id=f"plan_advance_{provider}", trigger_rule="none_failed")
+        def plan_advance(provider: str = provider, params=None, dag_run=None) -> list[list[int]]:
+            """Accounts with due work, in batches; none -> the advance task is skipped."""
+            from outreach.engine.tick import due_batches
+            from outreach.operators.common import engine_clock, is_backfill
+            from outreach.store.db import get_engine
+
+            wanted = params.get("providers") or PROVIDERS
+            if provider not in wanted or is_backfill({"dag_run": dag_run}):
+                return []
+            return due_batches(get_engine(), provider, engine_clock(params.get("now")),
+                               params.get("sequences") or None)
+
+        planned = plan_advance()
+        ingested >> planned
+        advanced = operator.partial(
+            task_id=f"advance_{provider}",
+            now="{{ params.now }}",
+            sequences="{{ params.sequences }}",
+            max_actions="{{ params.max_actions }}",
+            dry_run="{{ params.dry_run }}",
+        ).expand(account_ids=planned)
+        advanced >> metrics
