@@ -316,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("outreach").setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
         return args.func(args)
     except ValidationError as e:
