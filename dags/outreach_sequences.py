@@ -112,7 +112,11 @@ with DAG(
             start, end = now - timedelta(days=1), now  # simulated clock: the days around it
         else:  # late signals are dated when they happened: include the day before
             start, end = min(data_interval_start or now, now - timedelta(days=1)), max(data_interval_end or now, now)
+        from outreach.engine.experiments import decide_winners
+
         result = aggregate(get_engine(), start, end)
+        if not is_backfill({"dag_run": dag_run}):  # winners are decided for now, never in a backfill
+            result["experiments"] = decide_winners(get_engine(), now)
         print(f"aggregate_metrics: {result}")
         return result
 

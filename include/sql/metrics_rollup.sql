@@ -12,6 +12,8 @@ CROSS JOIN LATERAL (
     SELECT kind || ':' || split_part(reason, ':', 1) WHERE kind IN ('SKIPPED', 'FAILED', 'RETRY_SCHEDULED', 'NEEDS_REVIEW') AND reason IS NOT NULL
     UNION ALL
     SELECT 'RECONCILED' WHERE kind = 'SENT' AND reason = 'reconciled'
+    UNION ALL
+    SELECT 'REPLIED:' || (data ->> 'intent') WHERE kind = 'REPLIED' AND data ? 'intent'
 ) m
 WHERE occurred_at >= CAST(:start_day AS date) AND occurred_at < CAST(:end_day AS date) AND sequence_id IS NOT NULL
 GROUP BY 1, 2, 3, 4, 5, 6, 7

@@ -239,6 +239,105 @@ def cmd_sandbox_serve(args) -> int:
     return 0
 
 
+def cmd_sequences_history(args) -> int:
+    from outreach.store import lifecycle
+
+    with _engine().connect() as conn:
+        rows = lifecycle.history(conn, args.name)
+    print(f"{'version':>7}  {'published':<26} {'in flight':>9} {'enrolled':>9}  source")
+    for r in rows:
+        print(f"{r.version:>7}  {r.published_at.isoformat():<26} {r.in_flight:>9} {r.enrolled:>9}  {r.source_file or ''}")
+    return 0
+
+
+def cmd_sequences_diff(args) -> int:
+    from outreach.store import lifecycle
+
+    with _engine().connect() as conn:
+        _, a = lifecycle.version(conn, args.name, args.v1)
+        _, b = lifecycle.version(conn, args.name, args.v2)
+    lines = lifecycle.diff(a, b)
+    print("\n".join(lines) if lines else f"versions {args.v1} and {args.v2} are identical")
+    return 0
+
+
+def cmd_sequences_migrate(args) -> int:
+    from outreach.clock import parse_now
+    from outreach.store import lifecycle
+
+    mapping = {}
+    for m in args.map or []:
+        old, sep, new = m.partition("=")
+        if not sep or not old or not new:
+            raise CliError(f"--map {m!r}: expected old_step=new_step")
+        mapping[old.strip()] = new.strip()
+    with _engine().begin() as conn:
+        plan = lifecycle.migrate(conn, args.name, args.from_version, args.to_version, mapping,
+                                 parse_now(args.now), dry_run=args.dry_run)
+    verb = "would move" if args.dry_run else "moved"
+    print(f"sequence {args.name}: {verb} {plan.total} leads from v{args.from_version} to v{args.to_version}")
+    for (old, phase, new), n in sorted(plan.moves.items()):
+        print(f"  {old} ({phase}) -> {new}: {n}")
+    for (old, phase, why), n in sorted(plan.stranded.items()):
+        print(f"  STRANDED {old} ({phase}): {n}: {why}")
+    if plan.busy:
+        print(f"  {plan.busy} leads are being advanced right now")
+    return 0
+
+
+def cmd_sequences_preview(args) -> int:
+    from outreach.domain.model import SequenceDef
+    from outreach.engine import compose, gate
+
+    with _engine().connect() as conn:
+        e = conn.execute(sa.text("""
+            SELECT e.id, e.person_id, e.variables, e.variants, e.version_id, s.name, s.accounts, v.definition
+            FROM enrollments e JOIN sequences s ON s.id = e.sequence_id
+            JOIN sequence_versions v ON v.id = e.version_id WHERE e.id = :id"""), {"id": args.lead}).first()
+        if not e or e.name != args.name:
+            raise CliError(f"no enrollment {args.lead} in sequence {args.name!r}")
+        winners = dict(conn.execute(sa.text(
+            "SELECT step, winner FROM variant_decisions WHERE version_id = :v"), {"v": e.version_id}).all())
+        recipient = gate.recipients(conn, [e.person_id])[e.person_id]
+    seq = SequenceDef.from_canonical(e.name, tuple(e.accounts), e.definition)
+    variables = compose.variables_for(e.variables, recipient)
+    for key in compose.graph_order(seq):
+        action = seq.actions[key]
+        text, variant, skip = compose.compose(action, e.id, variables, (e.variants or {}).get(key), winners.get(key))
+        head = f"[{key}] {action.type}" + (f" variant={variant}" if variant else "")
+        print(head)
+        if skip:
+            print(f"  SKIPPED: {skip}")
+        elif text:
+            print("  " + text.replace("\n", "\n  "))
+    return 0
+
+
+def cmd_account_status(args, status: str) -> int:
+    from outreach.store import catalog, lifecycle
+
+    with _engine().begin() as conn:
+        try:
+            lifecycle.set_account_status(conn, args.name, status)
+        except catalog.NotFound as e:
+            raise CliError(str(e)) from e
+    print(f"account {args.name}: {status}")
+    return 0
+
+
+def cmd_lead_status(args, status: str) -> int:
+    from outreach.clock import parse_now
+    from outreach.store import catalog, lifecycle
+
+    with _engine().begin() as conn:
+        try:
+            lifecycle.set_enrollment_status(conn, args.id, status, parse_now(None))
+        except catalog.NotFound as e:
+            raise CliError(str(e)) from e
+    print(f"enrollment {args.id}: {status}")
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="outreach", description="Outreach sequences engine")
@@ -252,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     a = acc.add_parser("apply", help="create or update accounts from a YAML file")
     a.add_argument("file")
     a.set_defaults(func=cmd_accounts_apply)
+    for verb, status in (("pause", "PAUSED"), ("resume", "ACTIVE")):
+        a = acc.add_parser(verb, help=f"{verb} a sender account")
+        a.add_argument("name")
+        a.set_defaults(func=lambda args, st=status: cmd_account_status(args, st))
 
     seqs = sub.add_parser("sequences", help="sequence definitions").add_subparsers(dest="sub", required=True,
                                                                                    metavar="SUB")
@@ -261,10 +364,30 @@ def build_parser() -> argparse.ArgumentParser:
     s = seqs.add_parser("apply", help="create a sequence or publish a new version when its definition changed")
     s.add_argument("file")
     s.set_defaults(func=cmd_sequences_apply)
-    for verb, status in (("pause", "PAUSED"), ("resume", "ACTIVE")):
-        s = seqs.add_parser(verb, help=f"{verb} a sequence")
+    for verb, status in (("pause", "PAUSED"), ("resume", "ACTIVE"), ("archive", "ARCHIVED")):
+        s = seqs.add_parser(verb, help=f"{verb} a sequence (its leads keep their place)")
         s.add_argument("name")
         s.set_defaults(func=lambda args, st=status: cmd_sequences_status(args, st))
+    s = seqs.add_parser("history", help="a sequence's versions and how many leads each holds")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_sequences_history)
+    s = seqs.add_parser("diff", help="what changed between two versions")
+    s.add_argument("name")
+    s.add_argument("v1", type=int)
+    s.add_argument("v2", type=int)
+    s.set_defaults(func=cmd_sequences_diff)
+    s = seqs.add_parser("migrate", help="move in-flight leads from one version to another, explicitly")
+    s.add_argument("name")
+    s.add_argument("--from", dest="from_version", type=int, required=True)
+    s.add_argument("--to", dest="to_version", type=int, required=True)
+    s.add_argument("--map", action="append", metavar="OLD=NEW", help="map a step of --from to a step of --to")
+    s.add_argument("--dry-run", action="store_true", help="print the moves and stranded leads; change nothing")
+    s.add_argument("--now", help="engine clock (ISO 8601); default: real time")
+    s.set_defaults(func=cmd_sequences_migrate)
+    s = seqs.add_parser("preview", help="the exact text each step would send to one lead")
+    s.add_argument("name")
+    s.add_argument("--lead", type=int, required=True, help="enrollment id")
+    s.set_defaults(func=cmd_sequences_preview)
 
     leads = sub.add_parser("leads", help="leads").add_subparsers(dest="sub", required=True, metavar="SUB")
     li = leads.add_parser("import", help="enrol leads from a CSV file into a sequence")
@@ -295,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     ls = lead.add_parser("show", help="an enrollment's state and timeline")
     ls.add_argument("id", type=int)
     ls.set_defaults(func=cmd_lead_show)
+    for verb, status in (("pause", "PAUSED"), ("resume", "ACTIVE")):
+        lp = lead.add_parser(verb, help=f"{verb} one enrollment (it keeps its step)")
+        lp.add_argument("id", type=int)
+        lp.set_defaults(func=lambda args, st=status: cmd_lead_status(args, st))
 
     m = sub.add_parser("metrics", help="the funnel per sequence and step")
     m.add_argument("--sequence")
@@ -323,8 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         for issue in e.issues:
             print(f"error: {issue}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except CliError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (CliError, LookupError) as e:
+        print(f"error: {e.args[0] if isinstance(e, LookupError) and e.args else e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

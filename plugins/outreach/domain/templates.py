@@ -63,13 +63,33 @@ def _undefined_name(err: UndefinedError) -> str:
     return m.group(1) if m else msg
 
 
-def render(src: str, variables: dict) -> str:
-    """Render `src` in the sandbox.
+# `{Hi|Hey|Hello}`: one brace, at least one pipe, not part of a Jinja `{{`, `{%` or `{#` tag.
+_SPINTAX = re.compile(r"(?<!\{)\{(?![{%#])([^{}]*\|[^{}]*)\}(?!\})")
+
+
+def spin(src: str, seed: str) -> str:
+    """Resolve spintax deterministically: the same seed (enrollment and step) always picks the same words."""
+    count = 0
+
+    def pick(m: re.Match) -> str:
+        nonlocal count
+        options = m.group(1).split("|")
+        count += 1
+        h = int(hashlib.sha256(f"{seed}:{count}:{m.group(1)}".encode()).hexdigest(), 16)
+        return options[h % len(options)]
+
+    return _SPINTAX.sub(pick, src)
+
+
+def render(src: str, variables: dict, seed: str | None = None) -> str:
+    """Render `src` in the sandbox, after resolving spintax with ``seed`` (when given).
 
     Raises MissingVariable for an undefined (or None/blank) variable or an output that is
     blank after stripping, and TemplateSecurityError when the sandbox blocks an operation.
     """
     values = {k: v for k, v in variables.items() if v is not None and not (isinstance(v, str) and not v.strip())}
+    if seed is not None:
+        src = spin(src, seed)
     try:
         out = _compile(src).render(values)
     except SecurityError as e:
@@ -82,13 +102,16 @@ def render(src: str, variables: dict) -> str:
     return out
 
 
-def choose_variant(action: Action, enrollment_id: int) -> str | None:
+def choose_variant(action: Action, enrollment_id: int, winner: str | None = None) -> str | None:
     """Deterministically pick an arm ('control' or a variant name); None if there are no variants.
 
-    'control' (the base message) weighs max(0, 100 - sum of variant weights).
+    'control' (the base message) weighs max(0, 100 - sum of variant weights). Once a winner has been
+    declared for the step, every lead not yet assigned gets the winner.
     """
     if not action.variants:
         return None
+    if winner is not None:
+        return winner
     arms = [(CONTROL, max(0, 100 - sum(v.weight for v in action.variants)))]
     arms += [(v.name, v.weight) for v in action.variants]
     total = sum(w for _, w in arms)
@@ -102,7 +125,8 @@ def choose_variant(action: Action, enrollment_id: int) -> str | None:
     return CONTROL  # unreachable
 
 
-def render_action(action: Action, variant: str | None, variables: dict) -> tuple[str | None, str | None, str | None]:
+def render_action(action: Action, variant: str | None, variables: dict,
+                  seed: str | None = None) -> tuple[str | None, str | None, str | None]:
     """Render an action's text; return (text, source, skip_reason).
 
     source is "message" or "fallback". On failure text and source are None and skip_reason is
@@ -125,7 +149,7 @@ def render_action(action: Action, variant: str | None, variables: dict) -> tuple
         if template is None:
             continue
         try:
-            return render(template, variables), source, None
+            return render(template, variables, seed), source, None
         except MissingVariable as e:
             missing = missing or e.name
         except Exception as e:  # sandbox refusals and runtime errors in user templates

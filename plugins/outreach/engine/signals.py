@@ -9,6 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from outreach.domain import machine
+from outreach.domain.intent import classify
 from outreach.domain.model import SequenceDef
 from outreach.providers.base import ProviderError
 from outreach.store import catalog, steps
@@ -64,12 +65,12 @@ WITH sig AS (
 )
 SELECT sig.id AS signal_id, sig.kind, sig.provider, sig.provider_ref, sig.occurred_at, sig.account_id,
        sig.external_id, sig.text, m.id AS enrollment_id, m.person_id, m.sequence_id, m.version_id, m.current_step,
-       m.phase, m.status, m.last_action, m.last_action_at, m.leased
+       m.phase, m.status, m.last_action, m.last_action_at, m.leased, m.variants
 FROM sig
 LEFT JOIN LATERAL (
     -- the enrollment this signal answers: same person, same sender account for the provider; active first
     SELECT e.id, e.person_id, e.sequence_id, e.version_id, e.current_step, e.phase, e.status, e.last_action,
-           e.last_action_at, (e.lease_owner IS NOT NULL AND e.lease_expires_at > :now) AS leased
+           e.last_action_at, e.variants, (e.lease_owner IS NOT NULL AND e.lease_expires_at > :now) AS leased
     FROM identities i
     JOIN enrollments e ON e.person_id = i.person_id AND e.accounts ->> sig.provider = sig.account_id::text
     WHERE i.kind = CASE sig.provider WHEN 'x' THEN 'twitter' WHEN 'linkedin' THEN 'linkedin'
@@ -121,8 +122,9 @@ def ingest(engine: sa.Engine, now: datetime, limit: int = 5000) -> Counter:
                     occurred_at=r.occurred_at, provider=nxt.provider, reset_attempts=True,
                     ended_reason=nxt.reason if nxt.status != "ACTIVE" else None,
                     dedupe_key=f"sig:{r.provider}:{r.provider_ref}", provider_ref=r.provider_ref,
+                    variant=(r.variants or {}).get(r.last_action),
                     data={"next": nxt.step if nxt.status == "ACTIVE" else nxt.status, "fired": nxt.fired,
-                          "text": (r.text or "")[:500], "answers": r.last_action},
+                          "text": (r.text or "")[:500], "answers": r.last_action, **_intent(r)},
                 ))
             passed = steps.apply(conn, transitions, owner=None)
             for t in transitions:
@@ -130,11 +132,34 @@ def ingest(engine: sa.Engine, now: datetime, limit: int = 5000) -> Counter:
                     r = next(x for x in rows if x.enrollment_id == t.id)
                     events.append(_signal_event(r, r.enrollment_id))
             _insert_events(conn, events)
+            counts["opt_outs"] += _suppress_opt_outs(conn, [r for r in rows if r.signal_id in set(done)], now)
             conn.execute(sa.text("UPDATE inbound_signals SET processed_at = :now WHERE id = ANY(:ids)"),
                          {"now": now, "ids": done})
             counts["ingested"] += len(done)
             if len(rows) < limit or not done:
                 return counts
+
+
+def _intent(r) -> dict:
+    return {"intent": classify(r.text)} if r.kind == "REPLIED" else {}
+
+
+def _suppress_opt_outs(conn: sa.Connection, rows: list, now: datetime) -> int:
+    """A reply whose intent is unsubscribe suppresses that identity (and its person) on every channel."""
+    out = [{"kind": IDENTITY_KIND[r.provider], "value": r.external_id, "person": r.person_id,
+            "source": f"reply:{r.provider}:{r.provider_ref}"}
+           for r in rows if r.kind == "REPLIED" and classify(r.text) == "unsubscribe"]
+    if not out:
+        return 0
+    conn.execute(sa.text("""
+        INSERT INTO suppressions (kind, value, reason, source, created_at)
+        SELECT x.kind, x.value, 'opt_out_reply', x.source, :now FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+             AS x(kind text, value text, person bigint, source text)
+        UNION ALL
+        SELECT 'person', x.person::text, 'opt_out_reply', x.source, :now FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+             AS x(kind text, value text, person bigint, source text) WHERE x.person IS NOT NULL
+        ON CONFLICT (kind, value) DO NOTHING"""), {"rows": json.dumps(out), "now": now})
+    return len(out)
 
 
 def _signal_event(r, enrollment_id: int | None) -> dict:
@@ -143,7 +168,8 @@ def _signal_event(r, enrollment_id: int | None) -> dict:
         "enrollment_id": enrollment_id, "person_id": r.person_id, "sequence_id": r.sequence_id,
         "version_id": r.version_id, "step": r.last_action, "account_id": r.account_id, "provider": r.provider,
         "provider_ref": r.provider_ref, "dedupe_key": f"sig:{r.provider}:{r.provider_ref}",
-        "data": {"external_id": r.external_id, "text": (r.text or "")[:500], "signal": r.kind},
+        "variant": (r.variants or {}).get(r.last_action) if enrollment_id else None,
+        "data": {"external_id": r.external_id, "text": (r.text or "")[:500], "signal": r.kind, **_intent(r)},
     }
 
 
@@ -151,13 +177,13 @@ def _insert_events(conn: sa.Connection, events: list[dict]) -> None:
     if not events:
         return
     conn.execute(sa.text("""
-        INSERT INTO events (occurred_at, kind, enrollment_id, person_id, sequence_id, version_id, step, account_id,
-                            provider, provider_ref, dedupe_key, data)
-        SELECT occurred_at, kind, enrollment_id, person_id, sequence_id, version_id, step, account_id, provider,
-               provider_ref, dedupe_key, data
+        INSERT INTO events (occurred_at, kind, enrollment_id, person_id, sequence_id, version_id, step, variant,
+                            account_id, provider, provider_ref, dedupe_key, data)
+        SELECT occurred_at, kind, enrollment_id, person_id, sequence_id, version_id, step, variant, account_id,
+               provider, provider_ref, dedupe_key, data
         FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(occurred_at timestamptz, kind text, enrollment_id bigint,
-             person_id bigint, sequence_id bigint, version_id bigint, step text, account_id bigint, provider text,
-             provider_ref text, dedupe_key text, data jsonb)
+             person_id bigint, sequence_id bigint, version_id bigint, step text, variant text, account_id bigint,
+             provider text, provider_ref text, dedupe_key text, data jsonb)
         ON CONFLICT (dedupe_key) DO NOTHING"""), {"rows": json.dumps(events)})
 
 
