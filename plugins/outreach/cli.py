@@ -111,9 +111,19 @@ def cmd_leads_import(args) -> int:
     from outreach.clock import parse_now
     from outreach.domain.model import SequenceDef
     from outreach.store import catalog
-    from outreach.store.leads import import_leads, parse_leads_csv
+    from outreach.store.db import connection_url
+    from outreach.store.leads import import_leads, parse_leads_csv, parse_leads_query
 
-    rows = parse_leads_csv(_read(args.file), args.file)
+    if bool(args.file) == bool(args.query):
+        raise CliError("give either a CSV FILE or --query FILE.sql (with --conn), not both")
+    if args.query:
+        if not args.conn:
+            raise CliError("--query needs --conn: the Airflow connection id of the audience database")
+        rows = parse_leads_query(connection_url(args.conn), _read(args.query), args.query)
+        source = args.query
+    else:
+        rows = parse_leads_csv(_read(args.file), args.file)
+        source = args.file
     engine = _engine()
     with engine.begin() as conn:
         try:
@@ -124,11 +134,12 @@ def cmd_leads_import(args) -> int:
             raise CliError(f"sequence {args.sequence!r} is archived; leads cannot be enrolled")
         seq = SequenceDef.from_canonical(args.sequence, tuple(seq_row.accounts), seq_row.definition)
         report = import_leads(conn, seq_row, seq, rows, parse_now(args.now))
-    print(f"{args.file}: {report.rows} rows; {report.people_created} new people, {report.people_merged} merged "
-          f"into existing people; {report.enrolled} enrolled in {args.sequence} "
+    print(f"{source}: {report.rows} rows; {report.people_created} new people, {report.people_merged} merged "
+          f"into existing people; {report.suppressed} suppressed, {report.already_contacted} already contacted"
+          f"{' (skipped)' if seq.exclude_already_contacted else ''}; {report.enrolled} enrolled in {args.sequence} "
           f"(version {seq_row.version}), {report.already_enrolled} already enrolled")
     for c in report.conflicts:
-        print(f"{args.file}: conflict: {c}", file=sys.stderr)
+        print(f"{source}: conflict: {c}", file=sys.stderr)
     return 0
 
 
@@ -393,7 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     li = leads.add_parser("import", help="enrol leads from a CSV file into a sequence")
     li.add_argument("--sequence", required=True)
     li.add_argument("--now", help="engine clock (ISO 8601); default: real time")
-    li.add_argument("file")
+    li.add_argument("file", nargs="?", help="CSV file (columns: name, twitter_id, twitter_username, linkedin_id, "
+                                            "email, xmtp_address, timezone, company_domain, + template variables)")
+    li.add_argument("--query", metavar="FILE.sql", help="an audience segment query, run as a static snapshot")
+    li.add_argument("--conn", help="Airflow connection id of the audience database (with --query)")
     li.set_defaults(func=cmd_leads_import)
 
     sup = sub.add_parser("suppress", help="do-not-contact list").add_subparsers(dest="sub", required=True,

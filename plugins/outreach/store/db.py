@@ -25,11 +25,19 @@ def _airflow_conn_url() -> str | None:
         # Fast path: without any Airflow configuration there is no connection to find.
         return None
     try:
+        return connection_url("outreach_db")
+    except LookupError:
+        return None
+
+
+def connection_url(conn_id: str) -> str:
+    """A SQLAlchemy URL from an Airflow connection (credentials come only from connections)."""
+    try:
         from airflow.sdk import BaseHook
 
-        conn = BaseHook.get_connection("outreach_db")
-    except Exception:  # noqa: BLE001 - connection simply not defined
-        return None
+        conn = BaseHook.get_connection(conn_id)
+    except Exception as e:  # noqa: BLE001 - not defined, or no secrets backend reachable
+        raise LookupError(f"Airflow connection {conn_id!r} is not defined ({type(e).__name__})") from e
     uri = conn.get_uri()
     for prefix in ("postgres://", "postgresql://"):
         if uri.startswith(prefix):

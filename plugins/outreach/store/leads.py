@@ -33,6 +33,8 @@ def normalise(kind: str, value: str) -> str:
 @dataclass
 class ImportReport:
     rows: int = 0
+    suppressed: int = 0
+    already_contacted: int = 0
     people_created: int = 0
     people_merged: int = 0
     enrolled: int = 0
@@ -43,17 +45,37 @@ class ImportReport:
 def parse_leads_csv(text: str, filename: str) -> list[dict]:
     """Validate the whole file first; raise ValidationError naming file, line and column."""
     reader = csv.DictReader(io.StringIO(text))
-    issues: list[ValidationIssue] = []
     if not reader.fieldnames:
         raise ValidationError([ValidationIssue(filename, 1, "header", "empty file: a header row is required")])
-    header = [h.strip() for h in reader.fieldnames]
+    return parse_lead_rows(list(reader.fieldnames), enumerate(reader, start=2), filename)
+
+
+def parse_leads_query(url: str, sql: str, filename: str) -> list[dict]:
+    """An audience segment: run ``sql`` (one SELECT) against the audience database; rows are leads.
+    Column names are those of the CSV format; "line" in errors is the result row number."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            result = conn.execute(sa.text(sql))
+            header = list(result.keys())
+            records = [{k: "" if v is None else str(v) for k, v in zip(header, row)} for row in result]
+    except sa.exc.SQLAlchemyError as e:
+        raise ValidationError([ValidationIssue(filename, None, "query", f"the audience query failed: {e.orig or e}")])
+    finally:
+        engine.dispose()
+    return parse_lead_rows(header, enumerate(records, start=1), filename)
+
+
+def parse_lead_rows(fieldnames: list[str], records, filename: str) -> list[dict]:
+    issues: list[ValidationIssue] = []
+    header = [h.strip() for h in fieldnames]
     if len(set(header)) != len(header):
         issues.append(ValidationIssue(filename, 1, "header", "duplicate column names"))
     if not any(c in header for c in IDENTITY_COLUMNS):
         issues.append(ValidationIssue(filename, 1, "header",
                                       f"needs at least one identity column: {', '.join(IDENTITY_COLUMNS)}"))
     rows, seen = [], {}
-    for lineno, raw in enumerate(reader, start=2):
+    for lineno, raw in records:
         row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
         if None in raw:
             issues.append(ValidationIssue(filename, lineno, "row", "more fields than header columns"))
@@ -96,6 +118,22 @@ def parse_leads_csv(text: str, filename: str) -> list[dict]:
     return rows
 
 
+def _copy_stage(conn: sa.Connection, rows: list[dict]) -> None:
+    """Stage the rows with COPY (one round trip, no per-row statements)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    for r in rows:
+        w.writerow([r["line"], r["name"] or "", r["timezone"] or "", r["company_domain"] or "",
+                    json.dumps(r["ids"]), json.dumps(r["variables"])])
+    buf.seek(0)
+    cur = conn.connection.dbapi_connection.cursor()
+    try:
+        cur.copy_expert("COPY lead_stage (line, name, timezone, company_domain, ids, variables) "
+                        "FROM STDIN WITH (FORMAT csv, NULL '')", buf)
+    finally:
+        cur.close()
+
+
 def import_leads(conn: sa.Connection, seq_row, seq: SequenceDef, rows: list[dict], now: datetime) -> ImportReport:
     """Merge people and enrol them, in a handful of statements inside the caller's transaction."""
     report = ImportReport(rows=len(rows))
@@ -104,12 +142,7 @@ def import_leads(conn: sa.Connection, seq_row, seq: SequenceDef, rows: list[dict
     conn.execute(sa.text("""
         CREATE TEMP TABLE lead_stage (line int, name text, timezone text, company_domain text,
             ids jsonb, variables jsonb, person_id bigint, new_person boolean DEFAULT false) ON COMMIT DROP"""))
-    conn.execute(sa.text("""
-        INSERT INTO lead_stage (line, name, timezone, company_domain, ids, variables)
-        SELECT line, name, timezone, company_domain, ids, variables
-        FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-             AS x(line int, name text, timezone text, company_domain text, ids jsonb, variables jsonb)"""),
-        {"rows": json.dumps(rows)})
+    _copy_stage(conn, rows)
     # which existing people do the row's identities point at?
     matches = conn.execute(sa.text("""
         SELECT s.line, array_agg(DISTINCT i.person_id ORDER BY i.person_id) AS people
@@ -142,6 +175,23 @@ def import_leads(conn: sa.Connection, seq_row, seq: SequenceDef, rows: list[dict
         INSERT INTO identities (person_id, kind, value)
         SELECT s.person_id, j.kind, j.value FROM lead_stage s CROSS JOIN LATERAL jsonb_each_text(s.ids) AS j(kind, value)
         ON CONFLICT (kind, value) DO NOTHING"""))
+    # suppressed people are not enrolled; already-contacted ones are skipped when the sequence asks for it
+    report.suppressed = conn.execute(sa.text("""
+        DELETE FROM lead_stage s WHERE EXISTS (
+            SELECT 1 FROM suppressions x WHERE x.kind = 'global'
+               OR (x.kind = 'person' AND x.value = s.person_id::text)
+               OR (x.kind = 'domain' AND x.value = s.company_domain))
+        OR EXISTS (
+            SELECT 1 FROM identities i JOIN suppressions x
+              ON (x.kind = i.kind AND x.value = i.value)
+              OR (x.kind = 'domain' AND i.kind = 'email' AND x.value = split_part(i.value, '@', 2))
+            WHERE i.person_id = s.person_id)""")).rowcount
+    contacted = conn.execute(sa.text("""
+        SELECT s.line FROM lead_stage s WHERE EXISTS (
+            SELECT 1 FROM events ev WHERE ev.person_id = s.person_id AND ev.kind = 'SENT')""")).scalars().all()
+    report.already_contacted = len(contacted)
+    if seq.exclude_already_contacted and contacted:
+        conn.execute(sa.text("DELETE FROM lead_stage WHERE line = ANY(:l)"), {"l": list(contacted)})
     # accounts: each enrolment gets one sender account per provider, spread by person id
     acc = conn.execute(sa.text("""
         SELECT provider, array_agg(id ORDER BY name) AS ids FROM sender_accounts
@@ -160,7 +210,8 @@ def import_leads(conn: sa.Connection, seq_row, seq: SequenceDef, rows: list[dict
         ON CONFLICT (sequence_id, person_id) DO NOTHING"""),
         {"acc": json.dumps([{"provider": a.provider, "ids": list(a.ids)} for a in acc]), "sid": seq_row.sequence_id,
          "vid": seq_row.version_id, "sp": start_provider, "start": seq.start, "now": now}).rowcount
-    report.already_enrolled = len(rows) - len(conflicts) - report.enrolled
+    report.already_enrolled = (len(rows) - len(conflicts) - report.suppressed - report.enrolled
+                               - (report.already_contacted if seq.exclude_already_contacted else 0))
     conn.execute(sa.text("""
         INSERT INTO events (occurred_at, kind, enrollment_id, person_id, sequence_id, version_id, step, account_id)
         SELECT :now, 'ENROLLED', e.id, e.person_id, e.sequence_id, e.version_id, e.current_step, e.account_id
