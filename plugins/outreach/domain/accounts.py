@@ -17,8 +17,8 @@ from .sequence import NodeReader, node_line
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-LIMIT_KEYS = ("per_15min", "per_hour", "per_day", "per_week")
-ACCOUNT_KEYS = ("name", "provider", "conn_id", "user_id", "timezone", "send_window", "limits")
+LIMIT_KEYS = ("per_5min", "per_15min", "per_hour", "per_day", "per_week")
+ACCOUNT_KEYS = ("name", "provider", "conn_id", "user_id", "timezone", "send_window", "limits", "spacing", "warmup")
 ACCOUNT_REQUIRED = ("name", "provider", "conn_id", "user_id")
 _TIME_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
 
@@ -35,6 +35,9 @@ class AccountDef:
     timezone: str = "UTC"
     send_window: dict | None = None
     limits: dict = field(default_factory=dict)
+    # pacing: a random gap between consecutive sends, and a warm-up ramp of the daily cap for new accounts
+    spacing: dict | None = None  # {"min_seconds": n, "max_seconds": m}
+    warmup: dict | None = None  # {"start_per_day": n, "increase_per_day": m}
 
 
 def parse_accounts(text: str, filename: str) -> list[AccountDef]:
@@ -87,9 +90,31 @@ def _account(r: NodeReader, node: Node, path: str, first_seen: dict[str, Node]) 
         r.error(val("timezone"), f"{path}.timezone", f"unknown timezone {timezone!r}")
     window = _send_window(r, val("send_window"), f"{path}.send_window") if "send_window" in f else None
     limits = _limits(r, val("limits"), f"{path}.limits", provider, name) if "limits" in f else {}
+    spacing = _ints(r, val("spacing"), f"{path}.spacing", ("min_seconds", "max_seconds"), 0) if "spacing" in f else None
+    if spacing and spacing["min_seconds"] > spacing["max_seconds"]:
+        r.error(val("spacing"), f"{path}.spacing", "min_seconds must not exceed max_seconds")
+    warmup = (_ints(r, val("warmup"), f"{path}.warmup", ("start_per_day", "increase_per_day"), 1)
+              if "warmup" in f else None)
     if len(r.issues) > n_issues:
         return None
-    return AccountDef(name, provider, conn_id, user_id, timezone, window, limits)
+    return AccountDef(name, provider, conn_id, user_id, timezone, window, limits, spacing, warmup)
+
+
+def _ints(r: NodeReader, node: Node, path: str, keys: tuple[str, ...], minimum: int) -> dict | None:
+    """A mapping of exactly ``keys`` to whole numbers >= ``minimum``."""
+    f = r.mapping(node, path, keys, keys)
+    if f is None:
+        return None
+    out = {}
+    for k in keys:
+        if k not in f:
+            continue
+        v = f[k][1].value
+        if not (isinstance(v, str) and v.isdigit() and int(v) >= minimum):
+            r.error(f[k][1], f"{path}.{k}", f"must be a whole number >= {minimum}, got {v!r}")
+        else:
+            out[k] = int(v)
+    return out if len(out) == len(keys) else None
 
 
 def _minutes(r: NodeReader, node: Node, path: str, allow_24: bool) -> int | None:
@@ -106,7 +131,7 @@ def _minutes(r: NodeReader, node: Node, path: str, allow_24: bool) -> int | None
 
 
 def _send_window(r: NodeReader, node: Node, path: str) -> dict | None:
-    f = r.mapping(node, path, ("days", "start", "end"), ("start", "end"))
+    f = r.mapping(node, path, ("days", "start", "end", "holidays"), ("start", "end"))
     if f is None:
         return None
     days = list(DAYS)
@@ -130,7 +155,16 @@ def _send_window(r: NodeReader, node: Node, path: str) -> dict | None:
     if start is not None and end is not None and start >= end:
         r.error(f["end"][1], f"{path}.end", "the window must end after it starts (same day)")
     hhmm = lambda m: f"{m // 60:02d}:{m % 60:02d}"  # noqa: E731
-    return {"days": [d for d in DAYS if d in days], "start": hhmm(start or 0), "end": hhmm(end or 0)}
+    window = {"days": [d for d in DAYS if d in days], "start": hhmm(start or 0), "end": hhmm(end or 0)}
+    if "holidays" in f:
+        country = r.string(f["holidays"][1], f"{path}.holidays")
+        import holidays as _holidays
+
+        if country and country.upper() not in _holidays.list_supported_countries():
+            r.error(f["holidays"][1], f"{path}.holidays", f"unknown country code {country!r} (ISO 3166-1, e.g. US, DE)")
+        elif country:
+            window["holidays"] = country.upper()
+    return window
 
 
 def _limits(r: NodeReader, node: Node, path: str, provider: str | None, account: str | None) -> dict:

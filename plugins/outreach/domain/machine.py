@@ -80,7 +80,7 @@ def on_signal(seq: SequenceDef, step: str, phase: str, last_action_at: datetime 
         for t in seq.triggers_from(step):
             if t.kind == kind:
                 if t.within_seconds is not None and occurred_at > last_action_at + timedelta(seconds=t.within_seconds):
-                    return None
+                    break  # too late for this trigger; a late reply still stops the enrollment below
                 return fire(seq, t, now)
     if kind == "REPLIED":
         return Next("COMPLETED", step, phase, None, None, reason="replied", fired=None)

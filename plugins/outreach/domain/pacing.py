@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import random
 
-WINDOWS = {"per_15min": 900, "per_hour": 3600, "per_day": 86400, "per_week": 604800}
+WINDOWS = {"per_5min": 300, "per_15min": 900, "per_hour": 3600, "per_day": 86400, "per_week": 604800}
 
 # Documented provider limits (DESIGN section 6); accounts may override per action type.
 DEFAULT_LIMITS: dict[str, dict[str, int]] = {
@@ -13,7 +13,7 @@ DEFAULT_LIMITS: dict[str, dict[str, int]] = {
     "SEND_TWITTER_DM": {"per_15min": 200, "per_day": 1000},
     "SEND_CONNECTION_REQUEST": {"per_week": 100},
     "SEND_LINKEDIN_DM": {"per_day": 100},
-    "SEND_XMTP_DM": {"per_15min": 3000},
+    "SEND_XMTP_DM": {"per_5min": 3000},
     "SEND_EMAIL": {"per_day": 200},
 }
 DEFAULT_HEADROOM = 0.9
@@ -25,22 +25,38 @@ def effective_limits(action_type: str, overrides: dict | None, headroom: float =
     return {w: max(1, math.floor(n * headroom)) for w, n in limits.items() if w in WINDOWS}
 
 
-def available(tats: dict[str, float], limits: dict[str, int], now: float) -> int:
-    """How many sends every bucket allows at ``now`` (epoch seconds). A bucket of L per W holds up to L."""
+# The state of one (account, action type): a GCRA theoretical arrival time per window (the token bucket: a
+# burst of up to L, refilled at L per W) plus "log", the sends of the longest window as [time, count] pairs
+# (one pair per batch, so a few hundred at most). GCRA alone lets a rolling window hold up to 2L (a full burst
+# on top of the refill); the log caps every rolling window at L exactly, which also keeps every fixed provider
+# window (X resets every 15 minutes) under its limit.
+LOG = "log"
+
+
+def _recent(state: dict, window: str, now: float) -> int:
+    since = now - WINDOWS[window]
+    return sum(n for t, n in state.get(LOG, ()) if t > since)
+
+
+def available(tats: dict, limits: dict[str, int], now: float) -> int:
+    """How many sends every window allows at ``now`` (epoch seconds)."""
     n = 10**9
     for window, limit in limits.items():
         period = WINDOWS[window] / limit
         tat = max(tats.get(window, 0.0), now)
-        n = min(n, max(0, math.floor((now + WINDOWS[window] - tat) / period + 1e-9)))
-    return n
+        n = min(n, max(0, math.floor((now + WINDOWS[window] - tat) / period + 1e-9)), limit - _recent(tats, window, now))
+    return max(n, 0)
 
 
-def reserve(tats: dict[str, float], limits: dict[str, int], now: float, count: int) -> dict[str, float]:
-    """New theoretical arrival times after ``count`` sends at ``now``."""
+def reserve(tats: dict, limits: dict[str, int], now: float, count: int) -> dict:
+    """The state after ``count`` sends at ``now``: new arrival times, the sends logged, the old ones dropped."""
     out = dict(tats)
     for window, limit in limits.items():
         period = WINDOWS[window] / limit
         out[window] = max(tats.get(window, 0.0), now) + count * period
+    if count and limits:
+        horizon = now - max(WINDOWS[w] for w in limits)
+        out[LOG] = [[t, n] for t, n in tats.get(LOG, ()) if t > horizon] + [[now, count]]
     return out
 
 

@@ -42,7 +42,8 @@ _TAG = "tag:yaml.org,2002:"
 # wrong key -> (right key, explanation)
 _KEY_HINTS = {"on": ("trigger", "use 'trigger:' instead of 'on:' (YAML reads a bare `on` key as the boolean true)")}
 
-TOP_KEYS = ("name", "description", "accounts", "exclude_already_contacted", "start", "actions", "triggers")
+TOP_KEYS = ("name", "description", "accounts", "exclude_already_contacted", "start", "actions", "triggers",
+            "send_window")
 TOP_REQUIRED = ("name", "accounts", "start", "actions", "triggers")
 ACTION_KEYS = ("type", "message", "fallback_message", "subject", "note", "variants")
 TRIGGER_KEYS = ("from", "trigger", "to", "after", "within")
@@ -213,6 +214,11 @@ class _SequenceParser:
             self._check_graph(start, triggers)
         if self.account_providers is not None and "accounts" in top:
             self._check_accounts(top["accounts"][1], accounts)
+        window = None
+        if "send_window" in top:
+            from .accounts import _send_window  # the same window format as accounts
+
+            window = _send_window(r, top["send_window"][1], "send_window")
         if r.issues:
             return None
         return SequenceDef(
@@ -223,6 +229,7 @@ class _SequenceParser:
             triggers=tuple(t for t, _, _ in triggers),
             exclude_already_contacted=bool(exclude),
             description=description,
+            extras={"send_window": window} if window else {},
         )
 
     def _known(self) -> str:
