@@ -349,6 +349,21 @@ def cmd_lead_status(args, status: str) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from outreach.clock import parse_now
+    from outreach.engine import planner
+
+    steps, warnings = planner.plan(_engine(), args.sequence, parse_now(args.now), args.horizon_days)
+    print(f"{'step':<16} {'action':<24} {'at step':>8} {'sends needed':>13} {'capacity/day':>13}  finishes")
+    for s in steps:
+        cap = "unlimited" if s.daily_capacity >= 10**9 else str(s.daily_capacity)
+        when = s.finish.strftime("%Y-%m-%d %H:%M UTC") if s.finish else "never (no capacity)"
+        print(f"{s.step:<16} {s.action:<24} {s.leads_at_step:>8} {s.sends_needed:>13} {cap:>13}  {when}")
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="outreach", description="Outreach sequences engine")
@@ -418,6 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
     sa_.add_argument("--value", required=True)
     sa_.add_argument("--reason", required=True)
     sa_.set_defaults(func=cmd_suppress_add)
+
+    pl = sub.add_parser("plan", help="estimate when each step of a sequence finishes, from the accounts' limits")
+    pl.add_argument("sequence")
+    pl.add_argument("--now", help="engine clock (ISO 8601); default: real time")
+    pl.add_argument("--horizon-days", type=float, default=7.0, help="warn when a step needs longer (default 7)")
+    pl.set_defaults(func=cmd_plan)
 
     t = sub.add_parser("tick", help="run one whole cycle: poll, ingest, advance, metrics")
     t.add_argument("--now", help="engine clock (ISO 8601); default: real time")
