@@ -26,11 +26,13 @@ def apply_accounts(conn: sa.Connection, accounts: list) -> dict[str, str]:
             "name": a.name, "provider": a.provider, "conn_id": a.conn_id, "user_id": a.user_id,
             "timezone": a.timezone, "send_window": json.dumps(a.send_window) if a.send_window else None,
             "limits": json.dumps(a.limits or {}),
+            "spacing": json.dumps(a.spacing) if a.spacing else None,
+            "warmup": json.dumps(a.warmup) if a.warmup else None,
         }
         for a in accounts
     ]
     before = {r[0]: r[1] for r in conn.execute(
-        sa.text("SELECT name, md5(row(provider, conn_id, user_id, timezone, send_window, limits)::text) "
+        sa.text("SELECT name, md5(row(provider, conn_id, user_id, timezone, send_window, limits, spacing, warmup)::text) "
                 "FROM sender_accounts WHERE name = ANY(:n)"), {"n": [r["name"] for r in rows]})}
     existing_providers = dict(conn.execute(
         sa.text("SELECT name, provider FROM sender_accounts WHERE name = ANY(:n)"), {"n": [r["name"] for r in rows]}).all())
@@ -39,16 +41,18 @@ def apply_accounts(conn: sa.Connection, accounts: list) -> dict[str, str]:
             raise ValueError(f"account {r['name']!r} exists with provider {existing_providers[r['name']]!r}; "
                              f"its provider cannot change to {r['provider']!r}")
     conn.execute(sa.text("""
-        INSERT INTO sender_accounts (name, provider, conn_id, user_id, timezone, send_window, limits)
-        SELECT name, provider, conn_id, user_id, timezone, send_window::jsonb, limits::jsonb
+        INSERT INTO sender_accounts (name, provider, conn_id, user_id, timezone, send_window, limits, spacing, warmup)
+        SELECT name, provider, conn_id, user_id, timezone, send_window::jsonb, limits::jsonb, spacing::jsonb,
+               warmup::jsonb
         FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-             AS x(name text, provider text, conn_id text, user_id text, timezone text, send_window text, limits text)
+             AS x(name text, provider text, conn_id text, user_id text, timezone text, send_window text, limits text,
+                  spacing text, warmup text)
         ON CONFLICT (name) DO UPDATE SET conn_id = EXCLUDED.conn_id, user_id = EXCLUDED.user_id,
             timezone = EXCLUDED.timezone, send_window = EXCLUDED.send_window, limits = EXCLUDED.limits,
-            updated_at = now()
+            spacing = EXCLUDED.spacing, warmup = EXCLUDED.warmup, updated_at = now()
     """), {"rows": json.dumps(rows)})
     after = {r[0]: r[1] for r in conn.execute(
-        sa.text("SELECT name, md5(row(provider, conn_id, user_id, timezone, send_window, limits)::text) "
+        sa.text("SELECT name, md5(row(provider, conn_id, user_id, timezone, send_window, limits, spacing, warmup)::text) "
                 "FROM sender_accounts WHERE name = ANY(:n)"), {"n": [r["name"] for r in rows]})}
     return {n: ("created" if n not in before else "updated" if before[n] != after[n] else "unchanged") for n in after}
 
