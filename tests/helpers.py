@@ -52,3 +52,23 @@ def setup(engine, sequence_yaml: str = DESIGN_SEQUENCE, leads: list[dict] | None
         row = catalog.latest_version(conn, seq.name)
         import_leads(conn, row, seq, parse_leads_csv(csv_text, "leads.csv"), parse_now(now))
     return seq
+
+
+def run_at(engine, sandbox, now: str, **kw) -> dict:
+    """One whole tick with the sandbox clock and the engine clock both set to ``now``."""
+    from outreach.engine.tick import run_tick
+
+    sandbox.clock(now)
+    return run_tick(engine, parse_now(now), **kw)
+
+
+def pick_ids(sandbox, n: int, follows_back: bool | None = None, replies: bool | None = None,
+             start: int = 50000) -> list[str]:
+    """``n`` X user ids whose simulated recipient behaves as asked (per ``sandbox.state.predict``)."""
+    out, i = [], start
+    while len(out) < n:
+        p = sandbox.state.predict(str(i))
+        if (follows_back is None or p["follows_back"] == follows_back) and (replies is None or p["replies"] == replies):
+            out.append(str(i))
+        i += 1
+    return out

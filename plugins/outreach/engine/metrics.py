@@ -19,6 +19,7 @@ def aggregate(engine: sa.Engine, start: datetime | date, end: datetime | date) -
         d1 = d1 + timedelta(days=1)
     statements = [s.strip() for s in (SQL_DIR / "metrics_rollup.sql").read_text().split(";") if _code(s)]
     with engine.begin() as conn:
+        conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")  # days are UTC days whatever the server's zone
         for stmt in statements:
             conn.execute(sa.text(stmt), {"start_day": d0, "end_day": d1})
         rows = conn.execute(sa.text(

@@ -68,16 +68,19 @@ SELECT sig.id AS signal_id, sig.kind, sig.provider, sig.provider_ref, sig.occurr
        m.phase, m.status, m.last_action, m.last_action_at, m.leased, m.variants
 FROM sig
 LEFT JOIN LATERAL (
-    -- the enrollment this signal answers: same person, same sender account for the provider; active first
-    SELECT e.id, e.person_id, e.sequence_id, e.version_id, e.current_step, e.phase, e.status, e.last_action,
-           e.last_action_at, e.variants, (e.lease_owner IS NOT NULL AND e.lease_expires_at > :now) AS leased
-    FROM identities i
-    JOIN enrollments e ON e.person_id = i.person_id AND e.accounts ->> sig.provider = sig.account_id::text
-    WHERE i.kind = CASE sig.provider WHEN 'x' THEN 'twitter' WHEN 'linkedin' THEN 'linkedin'
-                       WHEN 'email' THEN 'email' WHEN 'xmtp' THEN 'xmtp' END
-      AND i.value = sig.external_id
-    ORDER BY (e.status = 'ACTIVE') DESC, e.last_action_at DESC NULLS LAST, e.id DESC
-    LIMIT 1
+    -- the enrollments this signal answers: same person, same sender account for the provider. Every ACTIVE one
+    -- (a reply or a follow-back concerns the person, whichever sequence is waiting for it); else the latest.
+    SELECT * FROM (
+        SELECT e.id, e.person_id, e.sequence_id, e.version_id, e.current_step, e.phase, e.status, e.last_action,
+               e.last_action_at, e.variants, (e.lease_owner IS NOT NULL AND e.lease_expires_at > :now) AS leased,
+               rank() OVER (ORDER BY (e.status = 'ACTIVE') DESC,
+                            CASE WHEN e.status = 'ACTIVE' THEN 0 ELSE e.id END DESC) AS pick
+        FROM identities i
+        JOIN enrollments e ON e.person_id = i.person_id AND e.accounts ->> sig.provider = sig.account_id::text
+        WHERE i.kind = CASE sig.provider WHEN 'x' THEN 'twitter' WHEN 'linkedin' THEN 'linkedin'
+                           WHEN 'email' THEN 'email' WHEN 'xmtp' THEN 'xmtp' END
+          AND i.value = sig.external_id
+    ) c WHERE c.pick = 1
 ) m ON true
 ORDER BY sig.id
 """)
@@ -96,43 +99,49 @@ def ingest(engine: sa.Engine, now: datetime, limit: int = 5000) -> Counter:
             if not rows:
                 return counts
             versions = catalog.load_versions(conn, {r.version_id for r in rows if r.version_id})
-            done, events, transitions, seen_enr = [], [], [], set()
+            by_signal: dict[int, list] = {}
             for r in rows:
-                if r.leased or (r.enrollment_id in seen_enr):
-                    counts["deferred"] += 1  # leased by an advance worker, or a second signal for it this batch
+                by_signal.setdefault(r.signal_id, []).append(r)
+            done, events, transitions, seen_enr = [], [], [], set()
+            for signal_id, matches in by_signal.items():
+                if any(r.leased or r.enrollment_id in seen_enr for r in matches if r.enrollment_id):
+                    counts["deferred"] += 1  # a worker holds one of its enrollments, or it got a signal already
                     continue
-                done.append(r.signal_id)
-                if r.enrollment_id is None:
-                    counts["unmatched"] += 1
-                    events.append(_signal_event(r, None))
-                    continue
-                counts["matched"] += 1
-                nxt = None
-                if r.status == "ACTIVE":
-                    nxt = machine.on_signal(versions[r.version_id], r.current_step, r.phase, r.last_action_at,
-                                            r.kind, r.occurred_at, now)
-                if nxt is None:
-                    events.append(_signal_event(r, r.enrollment_id))
-                    continue
-                seen_enr.add(r.enrollment_id)
-                counts["fired:" + (nxt.fired or nxt.reason or "?")] += 1
-                transitions.append(Transition(
-                    id=r.enrollment_id, expect_step=r.current_step, expect_phase=r.phase, status=nxt.status,
-                    step=nxt.step, phase=nxt.phase, next_run_at=nxt.next_run_at, event_kind=r.kind,
-                    occurred_at=r.occurred_at, provider=nxt.provider, reset_attempts=True,
-                    ended_reason=nxt.reason if nxt.status != "ACTIVE" else None,
-                    dedupe_key=f"sig:{r.provider}:{r.provider_ref}", provider_ref=r.provider_ref,
-                    variant=(r.variants or {}).get(r.last_action),
-                    data={"next": nxt.step if nxt.status == "ACTIVE" else nxt.status, "fired": nxt.fired,
-                          "text": (r.text or "")[:500], "answers": r.last_action, **_intent(r)},
-                ))
-            passed = steps.apply(conn, transitions, owner=None)
-            for t in transitions:
-                if t.id not in passed:  # fence failed (state moved under us): keep the signal in the log anyway
-                    r = next(x for x in rows if x.enrollment_id == t.id)
-                    events.append(_signal_event(r, r.enrollment_id))
+                done.append(signal_id)
+                for r in matches:
+                    if r.enrollment_id is None:
+                        counts["unmatched"] += 1
+                        events.append(_signal_event(r, None))
+                        continue
+                    counts["matched"] += 1
+                    seen_enr.add(r.enrollment_id)
+                    nxt = None
+                    if r.status == "ACTIVE":
+                        nxt = machine.on_signal(versions[r.version_id], r.current_step, r.phase, r.last_action_at,
+                                                r.kind, r.occurred_at, now)
+                    if nxt is None:
+                        events.append(_signal_event(r, r.enrollment_id))
+                        continue
+                    transitions.append((r, nxt, Transition(
+                        id=r.enrollment_id, expect_step=r.current_step, expect_phase=r.phase, status=nxt.status,
+                        step=nxt.step, phase=nxt.phase, next_run_at=nxt.next_run_at, event_kind=r.kind,
+                        occurred_at=r.occurred_at, provider=nxt.provider, reset_attempts=True,
+                        ended_reason=nxt.reason if nxt.status != "ACTIVE" else None,
+                        dedupe_key=_signal_key(r), provider_ref=r.provider_ref,
+                        variant=(r.variants or {}).get(r.last_action),
+                        data={"next": nxt.step if nxt.status == "ACTIVE" else nxt.status, "fired": nxt.fired,
+                              "text": (r.text or "")[:500], "answers": r.last_action, **_intent(r)},
+                    )))
+            passed = steps.apply(conn, [t for _, _, t in transitions], owner=None)
+            for r, nxt, t in transitions:
+                if t.id in passed:
+                    counts["fired:" + (nxt.fired or nxt.reason or "?")] += 1
+                elif r.signal_id in done:  # the state moved under us: take the signal again next time
+                    done.remove(r.signal_id)
+                    counts["retry_later"] += 1
+            events = [e for e in events if e["signal_id"] in done]
             _insert_events(conn, events)
-            counts["opt_outs"] += _suppress_opt_outs(conn, [r for r in rows if r.signal_id in set(done)], now)
+            counts["opt_outs"] += _suppress_opt_outs(conn, [ms[0] for sid, ms in by_signal.items() if sid in done], now)
             conn.execute(sa.text("UPDATE inbound_signals SET processed_at = :now WHERE id = ANY(:ids)"),
                          {"now": now, "ids": done})
             counts["ingested"] += len(done)
@@ -162,12 +171,19 @@ def _suppress_opt_outs(conn: sa.Connection, rows: list, now: datetime) -> int:
     return len(out)
 
 
+def _signal_key(r) -> str:
+    """One log entry per (signal, enrollment): a signal can answer several of a person's enrollments."""
+    base = f"sig:{r.provider}:{r.provider_ref}"
+    return f"{base}:{r.enrollment_id}" if r.enrollment_id else base
+
+
 def _signal_event(r, enrollment_id: int | None) -> dict:
     return {
+        "signal_id": r.signal_id,
         "occurred_at": r.occurred_at.isoformat(), "kind": r.kind if enrollment_id else "UNMATCHED_SIGNAL",
         "enrollment_id": enrollment_id, "person_id": r.person_id, "sequence_id": r.sequence_id,
         "version_id": r.version_id, "step": r.last_action, "account_id": r.account_id, "provider": r.provider,
-        "provider_ref": r.provider_ref, "dedupe_key": f"sig:{r.provider}:{r.provider_ref}",
+        "provider_ref": r.provider_ref, "dedupe_key": _signal_key(r),
         "variant": (r.variants or {}).get(r.last_action) if enrollment_id else None,
         "data": {"external_id": r.external_id, "text": (r.text or "")[:500], "signal": r.kind, **_intent(r)},
     }

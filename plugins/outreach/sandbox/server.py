@@ -108,7 +108,7 @@ FAULT_CATEGORY = {
     "followers": "read",
     "me": "read",
 }
-FAULT_MODES = ("500", "timeout", "accept_then_500")
+FAULT_MODES = ("500", "429", "timeout", "accept_then_500")  # 429: throttled by a limit we cannot see
 FAULT_PATHS = ("dm", "follow", "unfollow", "read")
 DEFAULT_FAULT_PATHS = ("dm", "follow")
 
@@ -668,6 +668,8 @@ class SandboxState:
             fault = self._fault_for(seq, endpoint)
             if fault is not None and fault["mode"] == "500":
                 return finish(503, _problem(503, "Service Unavailable", "Service Unavailable"), headers)
+            if fault is not None and fault["mode"] == "429":
+                return finish(429, _problem(429, "Too Many Requests", "Too Many Requests"), headers)
             _, headers = self._rate_view(acting, endpoint, now, consume=True)
 
             query = _query(qs)

@@ -16,6 +16,7 @@ KNOWN_COLUMNS = ("name", "twitter_id", "twitter_username", "linkedin_id", "email
                  "timezone", "company_domain")
 IDENTITY_COLUMNS = {"twitter_id": "twitter", "twitter_username": "twitter_username", "linkedin_id": "linkedin",
                     "email": "email", "xmtp_address": "xmtp"}
+COLUMN_OF = {kind: col for col, kind in IDENTITY_COLUMNS.items()}
 
 
 def normalise(kind: str, value: str) -> str:
@@ -99,7 +100,7 @@ def parse_lead_rows(fieldnames: list[str], records, filename: str) -> list[dict]
                 issues.append(ValidationIssue(filename, lineno, "timezone", f"unknown timezone {tz!r}"))
         for kind, value in ids.items():
             if (kind, value) in seen:
-                issues.append(ValidationIssue(filename, lineno, kind,
+                issues.append(ValidationIssue(filename, lineno, COLUMN_OF[kind],
                                               f"{value!r} already appears on line {seen[(kind, value)]}"))
             seen[(kind, value)] = lineno
         variables = {k: v for k, v in row.items() if k not in KNOWN_COLUMNS and v != ""}
