@@ -39,6 +39,9 @@ class AdvanceConfig:
     max_actions: int | None = None
     dry_run: bool = False
     sequences: list[str] | None = None
+    # time.monotonic() when the caller read ``now``: leases run from now + the whole seconds elapsed since,
+    # so a long advance never hands out leases that already expired on the clock other workers read
+    clock_origin: float | None = None
 
 
 @dataclass
@@ -60,6 +63,11 @@ def advance_account(engine: sa.Engine, account, provider_client, *, now: datetim
                     rng: random.Random | None = None) -> Counter:
     """Advance every due enrollment of ``account`` (a sender_accounts row) until nothing is due or no budget."""
     cfg = config or AdvanceConfig()
+    if cfg.clock_origin is None:
+        cfg = AdvanceConfig(**{**cfg.__dict__, "clock_origin": time.monotonic()})
+    if 2 * _call_timeout(provider_client) >= cfg.lease_seconds:
+        raise ValueError(f"lease_seconds={cfg.lease_seconds} leaves no time for a provider call (HTTP timeout "
+                         f"{_call_timeout(provider_client):g}s, up to two calls per lead): raise lease_seconds")
     owner = owner or new_owner()
     rng = rng or random.Random()
     counts: Counter = Counter()
@@ -81,7 +89,6 @@ def advance_account(engine: sa.Engine, account, provider_client, *, now: datetim
 
 def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, versions, counts, budget_left) -> int:
     """One batch. Returns how many enrollments it claimed (0: nothing more to do for this action type)."""
-    lease_deadline = time.monotonic() + cfg.lease_seconds * 0.8
     conn = engine.connect()
     try:
         with conn.begin() as tx:
@@ -93,8 +100,16 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
                 if limit <= 0:
                     counts["budget_exhausted" if not budget.blocked else "rate_blocked"] += 1
                     return 0
+            # The lease runs from the engine clock as it is now (whole seconds since ``now`` was read), and this
+            # worker stops starting provider calls early enough that its last call ends before the lease does:
+            # after that another worker may take the lead over and reconcile, and must not race a call of ours.
+            elapsed = int(time.monotonic() - cfg.clock_origin)
+            lease_from = now + timedelta(seconds=elapsed)
+            call_deadline = (cfg.clock_origin + elapsed + cfg.lease_seconds
+                             - max(0.2 * cfg.lease_seconds, 2 * _call_timeout(provider_client)))  # read + send
             rows = steps.claim(conn, account_id=account.id, action_type=action_type, now=now, owner=owner,
-                               limit=limit, lease_seconds=cfg.lease_seconds, sequences=cfg.sequences)
+                               limit=limit, lease_seconds=cfg.lease_seconds, sequences=cfg.sequences,
+                               lease_from=lease_from)
             if not rows:
                 return 0
             counts["claimed"] += len(rows)
@@ -130,7 +145,8 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
                 gos.append(_Go(r, seq, text, variant, people[r.person_id], reconcile=r.in_flight))
                 intents.append(Transition(
                     id=r.id, expect_step=r.current_step, expect_phase="pending", status="ACTIVE",
-                    step=r.current_step, phase="pending", next_run_at=now + timedelta(seconds=cfg.lease_seconds),
+                    step=r.current_step, phase="pending",
+                    next_run_at=lease_from + timedelta(seconds=cfg.lease_seconds),
                     event_kind="ATTEMPTED", occurred_at=now, in_flight=True, keep_lease=True,
                     dedupe_key=f"att:{r.id}:{r.current_step}:{r.attempts}", variant=variant,
                     data={"action": action.type, "reconcile": r.in_flight},
@@ -151,12 +167,12 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
         rate_info = None
         for g in gos:
             r = g.row
-            if stop or time.monotonic() > lease_deadline:
+            if stop or time.monotonic() > call_deadline:
                 release_ids.append(r.id)  # in_flight stays set: the next claim reconciles first
                 continue
             try:
                 if g.reconcile:
-                    since = (r.last_attempt_at or now - timedelta(days=7)) - timedelta(seconds=60)  # clock skew
+                    since = (r.first_attempt_at or now - timedelta(days=7)) - timedelta(seconds=60)  # clock skew
                     status, ref = provider_client.reconcile(action_type, account.user_id, g.recipient, g.text, since)
                     counts["reconciled"] += 1
                     if status == "landed":
@@ -225,6 +241,12 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
         return 0 if stop else len(rows)
     finally:
         conn.close()
+
+
+def _call_timeout(provider_client) -> float:
+    """The longest one provider call can take (its HTTP timeout), 0 when the client does not say."""
+    timeout = getattr(getattr(provider_client, "client", None), "timeout", None)
+    return float(timeout) if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) else 0.0
 
 
 def _variables(row, recipient: dict) -> dict:

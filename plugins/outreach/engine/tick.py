@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -74,6 +75,8 @@ def ingest(engine: sa.Engine, now: datetime) -> dict:
 
 def advance(engine: sa.Engine, account_ids: list[int], now: datetime, config: AdvanceConfig | None = None) -> dict:
     cfg = config or AdvanceConfig()
+    if cfg.clock_origin is None:  # ``now`` was read just before: leases count from here (see AdvanceConfig)
+        cfg = AdvanceConfig(**{**cfg.__dict__, "clock_origin": time.monotonic()})
     counts: Counter = Counter()
     owner = new_owner()
     for acc in accounts(engine, ids=account_ids):
@@ -96,6 +99,7 @@ def aggregate(engine: sa.Engine, start: datetime, end: datetime) -> dict:
 def run_tick(engine: sa.Engine, now: datetime, providers: list[str] | None = None,
              sequences: list[str] | None = None, dry_run: bool = False, max_actions: int | None = None) -> dict:
     """Poll, ingest, advance and aggregate, in that order, for every implemented provider."""
+    clock_origin = time.monotonic()  # polling takes time too: advance's leases count from here
     summary: dict = {"now": now.isoformat()}
     wanted = [p for p in (providers or registry.IMPLEMENTED) if p in registry.IMPLEMENTED]
     for p in wanted:
@@ -103,7 +107,7 @@ def run_tick(engine: sa.Engine, now: datetime, providers: list[str] | None = Non
             for kind in ("inbox", "relationships"):
                 _merge(summary, f"poll_{kind}", poll(engine, batch, kind, now))
     summary["ingest"] = ingest(engine, now)
-    cfg = AdvanceConfig(dry_run=dry_run, max_actions=max_actions, sequences=sequences)
+    cfg = AdvanceConfig(dry_run=dry_run, max_actions=max_actions, sequences=sequences, clock_origin=clock_origin)
     for p in wanted:
         for batch in due_batches(engine, p, now, sequences):
             _merge(summary, f"advance_{p}", advance(engine, batch, now, cfg))

@@ -24,14 +24,16 @@ WITH due AS (
     FOR UPDATE OF e SKIP LOCKED
 )
 UPDATE enrollments e
-SET lease_owner = :owner, lease_expires_at = :now + make_interval(secs => :lease),
-    next_run_at = :now + make_interval(secs => :lease), attempts = e.attempts + 1, updated_at = now()
+SET lease_owner = :owner, lease_expires_at = :lease_from + make_interval(secs => :lease),
+    next_run_at = :lease_from + make_interval(secs => :lease), attempts = e.attempts + 1, updated_at = now()
 FROM due
 WHERE e.id = due.id
 RETURNING e.id, e.sequence_id, e.version_id, e.person_id, e.current_step, e.attempts, e.in_flight,
           e.variables, e.last_action_at, e.created_at,
-          CASE WHEN e.in_flight THEN (SELECT max(ev.occurred_at) FROM events ev WHERE ev.enrollment_id = e.id
-                                      AND ev.kind = 'ATTEMPTED' AND ev.step = e.current_step) END AS last_attempt_at
+          -- reconcile looks back to the FIRST unresolved attempt of this step (steps are never revisited: the
+          -- trigger graph is acyclic); the latest attempt may be one that never reached the provider
+          CASE WHEN e.in_flight THEN (SELECT min(ev.occurred_at) FROM events ev WHERE ev.enrollment_id = e.id
+                                      AND ev.kind = 'ATTEMPTED' AND ev.step = e.current_step) END AS first_attempt_at
 """)
 
 DUE_SQL = sa.text("""
@@ -46,12 +48,16 @@ GROUP BY a.type
 
 
 def claim(conn: sa.Connection, *, account_id: int, action_type: str, now: datetime, owner: str,
-          limit: int, lease_seconds: int, sequences: list[str] | None = None) -> list:
+          limit: int, lease_seconds: int, sequences: list[str] | None = None,
+          lease_from: datetime | None = None) -> list:
+    """Claim due rows (due at ``now``); the lease runs from ``lease_from`` (default ``now``): the engine clock
+    moved on by the time a long advance claims its later batches, so a lease from a stale ``now`` would
+    already be over for a worker that reads the clock afresh."""
     if limit <= 0:
         return []
     return conn.execute(CLAIM_SQL, {
         "account_id": account_id, "action_type": action_type, "now": now, "owner": owner, "limit": limit,
-        "lease": lease_seconds, "sequences": sequences,
+        "lease": lease_seconds, "sequences": sequences, "lease_from": lease_from or now,
     }).all()
 
 
