@@ -60,6 +60,29 @@ def reserve(tats: dict, limits: dict[str, int], now: float, count: int) -> dict:
     return out
 
 
+def refund(tats: dict, limits: dict[str, int], now: float, count: int) -> dict:
+    """Give back ``count`` reserved sends that never reached the provider."""
+    if not count or not limits:
+        return tats
+    out = dict(tats)
+    for window, limit in limits.items():
+        out[window] = max(tats.get(window, 0.0) - count * WINDOWS[window] / limit, 0.0)
+    out[LOG] = list(tats.get(LOG, ())) + [[now, -count]]
+    return out
+
+
+def warmed_up(overrides: dict | None, action_type: str, warmup: dict | None, days_sending: float | None) -> dict:
+    """Limits overrides with the warm-up ramp applied: the daily cap is start + increase x whole days since the
+    account's first send (never above the configured or documented daily cap)."""
+    if not warmup:
+        return overrides or {}
+    out = {k: dict(v) for k, v in (overrides or {}).items()}
+    ramp = warmup["start_per_day"] + warmup["increase_per_day"] * int(max(days_sending or 0, 0))
+    base = {**DEFAULT_LIMITS.get(action_type, {}), **out.get(action_type, {})}
+    out[action_type] = {**out.get(action_type, {}), "per_day": min(ramp, base.get("per_day", ramp))}
+    return out
+
+
 def shrink_to(tats: dict[str, float], limits: dict[str, int], now: float, remaining: int,
               window: str = "per_15min") -> dict[str, float]:
     """The provider says only ``remaining`` are left in ``window``: make our bucket agree (never grow it)."""

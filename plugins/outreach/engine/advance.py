@@ -15,10 +15,11 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from outreach.domain import machine, templates
+from outreach.domain import machine, windows
 from outreach.domain.model import SequenceDef
 from outreach.engine import gate
-from outreach.engine.budget import Budget, feedback
+from outreach.engine.budget import Budget, account_limits, feedback, refund
+from outreach.engine.compose import compose, variables_for
 from outreach.providers.base import AccountError, PermanentError, RateLimited, RetryableError
 from outreach.providers.registry import action_types
 from outreach.store import catalog, steps
@@ -95,7 +96,7 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
             limit = cfg.batch_size if budget_left is None else min(cfg.batch_size, budget_left)
             budget = None
             if action_type != "CHECK_FOR_REPLY":
-                budget = Budget(conn, account.id, action_type, account.limits, now)
+                budget = Budget(conn, account.id, action_type, account_limits(account, action_type, now), now)
                 limit = min(limit, budget.available())
                 if limit <= 0:
                     counts["budget_exhausted" if not budget.blocked else "rate_blocked"] += 1
@@ -119,9 +120,11 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
             person_ids = sorted({r.person_id for r in rows})
             people = gate.recipients(conn, person_ids)
             blocked = gate.suppressed(conn, person_ids)
+            zones = gate.timezones(conn, person_ids)
+            winners = gate.winners(conn, {r.version_id for r in rows})
             intents, decided, gos = [], [], []
             if action_type == "CHECK_FOR_REPLY":
-                replied = gate.replied_since(conn, [(r.person_id, r.created_at) for r in rows])
+                replied = gate.replied_since_enrolment(conn, [(r.id, r.person_id) for r in rows])
             for r in rows:
                 seq = versions[r.version_id]
                 action = seq.actions[r.current_step]
@@ -129,15 +132,25 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
                     decided.append(_end(r, "SKIPPED", "SKIPPED", blocked[r.person_id], now))
                     counts["skipped:suppressed"] += 1
                     continue
+                window = seq.extras.get("send_window") or account.send_window
+                if window and action_type != "CHECK_FOR_REPLY":
+                    tz = windows.zone(zones.get(r.person_id), account.timezone)
+                    opens = windows.next_open(now, window, tz)
+                    if opens > now:  # outside the lead's send window: wait for it to open, keep the place
+                        decided.append(_defer(r, opens, "send_window", now, in_flight=r.in_flight,
+                                              data={"timezone": tz.key}))
+                        counts["deferred:send_window"] += 1
+                        continue
                 if action_type == "CHECK_FOR_REPLY":
                     nxt = machine.after_action(seq, r.current_step, now)
-                    if r.person_id in replied:
+                    if r.id in replied:
                         nxt = machine.on_signal(seq, r.current_step, "waiting", now, "REPLIED", now, now) or nxt
                     decided.append(_to(r, nxt, "CHECKED", now, performed=True))
                     counts["checked"] += 1
                     continue
-                variant = templates.choose_variant(action, r.id)
-                text, _source, skip = templates.render_action(action, variant, _variables(r, people[r.person_id]))
+                text, variant, skip = compose(action, r.id, variables_for(r.variables, people[r.person_id]),
+                                              (r.variants or {}).get(r.current_step),
+                                              winners.get((r.version_id, r.current_step)))
                 if skip:
                     decided.append(_end(r, "SKIPPED", "SKIPPED", skip, now))
                     counts["skipped:" + skip.split(":")[0]] += 1
@@ -153,22 +166,33 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
                 ))
             if cfg.dry_run:
                 counts["would_send"] += len(gos)
-                for g in gos[:5]:
-                    log.info("dry run: would %s enrollment %s: %r", action_type, g.row.id, g.text[:80])
+                for g in gos:
+                    log.info("dry run: would %s enrollment %s%s: %r", action_type, g.row.id,
+                             f" (variant {g.variant})" if g.variant else "", g.text[:200])
                 tx.rollback()
                 return 0  # a dry run looks at one batch per action type and changes nothing
             if budget is not None:
                 budget.spend(len(gos))
             steps.apply(conn, decided + intents, owner=owner, account_id=account.id, provider=account.provider)
+            if gos:  # the warm-up ramp counts days from the account's first send
+                conn.execute(sa.text("UPDATE sender_accounts SET first_send_at = :t WHERE id = :a "
+                                     "AND first_send_at IS NULL"), {"t": now, "a": account.id})
             counts["attempted"] += len(gos)
         # ---- commit 1 done: intents are durable. Provider calls, with no transaction open. ----
-        outcomes, release_ids, release_at = [], [], None
+        outcomes, released, release_at = [], [], None
         stop: str | None = None
         rate_info = None
-        for g in gos:
+        spacing = account.spacing or {}
+        for i, g in enumerate(gos):
             r = g.row
+            if i and spacing and not stop:  # a human-like random gap between consecutive sends of one account
+                gap = rng.uniform(spacing["min_seconds"], spacing["max_seconds"])
+                if time.monotonic() + gap > call_deadline:
+                    stop = "lease_deadline"
+                else:
+                    time.sleep(gap)
             if stop or time.monotonic() > call_deadline:
-                release_ids.append(r.id)  # in_flight stays set: the next claim reconciles first
+                released.append(g)  # never called: given back untouched (an earlier in-flight mark is kept)
                 continue
             try:
                 if g.reconcile:
@@ -189,14 +213,13 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
                 counts["sent"] += 1
             except RateLimited as e:
                 stop, release_at = "rate_limited", e.reset_at or now + timedelta(minutes=15)
-                release_ids.append(r.id)
+                released.append(g)
                 counts["rate_limited"] += 1
-                feedback_args = (None, None, e.reset_at, True)
-                rate_info = feedback_args
+                rate_info = (None, None, e.reset_at, True)
                 continue
             except AccountError as e:
                 stop = "account_error"
-                release_ids.append(r.id)
+                released.append(g)
                 log.error("account %s cannot act: %s", account.name, e)
                 counts["account_error"] += 1
                 continue
@@ -224,14 +247,20 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
                 counts["fenced"] += len(outcomes) - len(passed)
                 log.warning("%d outcomes lost their lease (another worker took over); they will be reconciled",
                             len(outcomes) - len(passed))
-            if release_ids:
-                # attempts that never reached the provider stay in_flight; reconcile confirms they are absent
-                steps.release(conn, release_ids, owner, release_at or now, refund=stop in ("rate_limited",))
-                counts["released"] += len(release_ids)
+            if released:
+                # never called: the lease and the budget are given back; a lead that was already in flight
+                # before this batch keeps its mark (its earlier attempt still needs reconciling)
+                steps.apply(conn, [_defer(g.row, release_at or now, stop or "lease_deadline", now,
+                                          in_flight=g.reconcile) for g in released],
+                            owner=owner, account_id=account.id, provider=account.provider)
+                if budget_row_type(action_type):
+                    refund(conn, account.id, action_type, account_limits(account, action_type, now), now,
+                           len(released))
+                counts["released"] += len(released)
             if rate_info is not None and action_type != "CHECK_FOR_REPLY":
                 remaining, limit_, reset_at, was_429 = rate_info
-                until = feedback(conn, account.id, action_type, account.limits, now, remaining, limit_, reset_at,
-                                 was_429, rng)
+                until = feedback(conn, account.id, action_type, account_limits(account, action_type, now), now,
+                                 remaining, limit_, reset_at, was_429, rng)
                 if until:
                     log.info("account %s %s blocked until %s (provider limit)", account.name, action_type,
                              until.isoformat())
@@ -243,17 +272,22 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
         conn.close()
 
 
+def budget_row_type(action_type: str) -> bool:
+    return action_type != "CHECK_FOR_REPLY"
+
+
+def _defer(r, until: datetime, reason: str, now: datetime, in_flight: bool, data: dict | None = None) -> Transition:
+    """Not now: the lead keeps its place and is due again at ``until`` (its attempt is given back)."""
+    return Transition(id=r.id, expect_step=r.current_step, expect_phase="pending", status="ACTIVE",
+                      step=r.current_step, phase="pending", next_run_at=until, event_kind="DEFERRED",
+                      occurred_at=now, in_flight=in_flight, refund_attempt=True, reason=reason,
+                      data={"until": until.isoformat(), **(data or {})})
+
+
 def _call_timeout(provider_client) -> float:
     """The longest one provider call can take (its HTTP timeout), 0 when the client does not say."""
     timeout = getattr(getattr(provider_client, "client", None), "timeout", None)
     return float(timeout) if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) else 0.0
-
-
-def _variables(row, recipient: dict) -> dict:
-    v = dict(row.variables or {})
-    if recipient.get("twitter_username"):
-        v.setdefault("twitter_username", recipient["twitter_username"])
-    return v
 
 
 def _to(r, nxt: machine.Next, kind: str, now: datetime, performed: bool = False, **kw) -> Transition:

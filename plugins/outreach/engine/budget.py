@@ -38,10 +38,30 @@ class Budget:
     def spend(self, n: int) -> None:
         if n and self.limits:
             self.tats = pacing.reserve(self.tats, self.limits, self.now.timestamp(), n)
-            self.conn.execute(sa.text("""
-                UPDATE rate_budgets SET tat = CAST(:tat AS jsonb), updated_at = now()
-                WHERE account_id = :a AND action_type = :t"""),
-                {"tat": json.dumps(self.tats), "a": self.account_id, "t": self.action_type})
+            self._save()
+
+    def _save(self) -> None:
+        self.conn.execute(sa.text("""
+            UPDATE rate_budgets SET tat = CAST(:tat AS jsonb), updated_at = now()
+            WHERE account_id = :a AND action_type = :t"""),
+            {"tat": json.dumps(self.tats), "a": self.account_id, "t": self.action_type})
+
+
+def refund(conn: sa.Connection, account_id: int, action_type: str, limits_override: dict | None, now: datetime,
+           count: int) -> None:
+    """Give back reserved sends that never reached the provider (released leads)."""
+    if count:
+        b = Budget(conn, account_id, action_type, limits_override, now)
+        if b.limits:
+            b.tats = pacing.refund(b.tats, b.limits, now.timestamp(), count)
+            b._save()
+
+
+def account_limits(account, action_type: str, now: datetime) -> dict:
+    """The account's limit overrides with its warm-up ramp applied."""
+    first = getattr(account, "first_send_at", None)
+    days = (now - first).total_seconds() / 86400 if first else 0
+    return pacing.warmed_up(account.limits, action_type, getattr(account, "warmup", None), days)
 
 
 def feedback(conn: sa.Connection, account_id: int, action_type: str, limits_override: dict | None, now: datetime,

@@ -41,12 +41,26 @@ def suppressed(conn: sa.Connection, person_ids: list[int]) -> dict[int, str]:
     return out
 
 
-def replied_since(conn: sa.Connection, pairs: list[tuple[int, object]]) -> set[int]:
-    """Person ids (of (person_id, since) pairs) with a REPLIED event after ``since``."""
+def timezones(conn: sa.Connection, person_ids: list[int]) -> dict[int, str]:
+    return {r.id: r.timezone for r in conn.execute(
+        sa.text("SELECT id, timezone FROM people WHERE id = ANY(:ids) AND timezone IS NOT NULL"), {"ids": person_ids})}
+
+
+def winners(conn: sa.Connection, version_ids) -> dict[tuple[int, str], str]:
+    """(version, step) -> the declared A/B/n winner."""
+    return {(r.version_id, r.step): r.winner for r in conn.execute(
+        sa.text("SELECT version_id, step, winner FROM variant_decisions WHERE version_id = ANY(:v)"),
+        {"v": list(version_ids)})}
+
+
+def replied_since_enrolment(conn: sa.Connection, pairs: list[tuple[int, int]]) -> set[int]:
+    """Enrollment ids (of (enrollment_id, person_id) pairs) whose person replied, on any channel, after the
+    enrolment. Both times are on the engine clock (the ENROLLED event), so simulations see replies too."""
     if not pairs:
         return set()
     rows = conn.execute(sa.text("""
-        SELECT DISTINCT x.pid FROM unnest(CAST(:p AS bigint[]), CAST(:t AS timestamptz[])) AS x(pid, since)
-        JOIN events ev ON ev.person_id = x.pid AND ev.kind = 'REPLIED' AND ev.occurred_at >= x.since"""),
-        {"p": [p for p, _ in pairs], "t": [t for _, t in pairs]}).all()
+        SELECT DISTINCT x.eid FROM unnest(CAST(:e AS bigint[]), CAST(:p AS bigint[])) AS x(eid, pid)
+        JOIN events en ON en.enrollment_id = x.eid AND en.kind = 'ENROLLED'
+        JOIN events ev ON ev.person_id = x.pid AND ev.kind = 'REPLIED' AND ev.occurred_at >= en.occurred_at"""),
+        {"e": [e for e, _ in pairs], "p": [p for _, p in pairs]}).all()
     return {r[0] for r in rows}

@@ -132,7 +132,7 @@ def ingest(engine: sa.Engine, now: datetime, limit: int = 5000) -> Counter:
                         data={"next": nxt.step if nxt.status == "ACTIVE" else nxt.status, "fired": nxt.fired,
                               "text": (r.text or "")[:500], "answers": r.last_action, **_intent(r)},
                     )))
-            passed = steps.apply(conn, [t for _, _, t in transitions], owner=None)
+            passed = steps.apply(conn, [t for _, _, t in transitions], owner=None, now=now)
             for r, nxt, t in transitions:
                 if t.id in passed:
                     counts["fired:" + (nxt.fired or nxt.reason or "?")] += 1
@@ -234,6 +234,6 @@ def fire_timeouts(engine: sa.Engine, now: datetime, limit: int = 5000) -> Counte
                     dedupe_key=f"tmo:{r.id}:{r.current_step}",
                     data={"next": nxt.step if nxt.status == "ACTIVE" else nxt.status, "fired": nxt.fired},
                 ))
-            steps.apply(conn, transitions, owner=None)
+            steps.apply(conn, transitions, owner=None, now=now)
             if len(rows) < limit:
                 return counts

@@ -12,13 +12,16 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from outreach.engine import metrics, signals
+from outreach.engine.experiments import decide_winners
 from outreach.engine.advance import AdvanceConfig, advance_account, new_owner
 from outreach.providers import registry
 
 log = logging.getLogger(__name__)
 
 ACCOUNT_SQL = sa.text("""
-SELECT id, name, provider, conn_id, user_id, timezone, limits, status, blocked_until FROM sender_accounts
+SELECT id, name, provider, conn_id, user_id, timezone, limits, status, blocked_until, send_window, spacing, warmup,
+       first_send_at
+FROM sender_accounts
 WHERE (CAST(:ids AS bigint[]) IS NULL OR id = ANY(CAST(:ids AS bigint[])))
   AND (CAST(:providers AS text[]) IS NULL OR provider = ANY(CAST(:providers AS text[])))
 ORDER BY id
@@ -102,16 +105,19 @@ def run_tick(engine: sa.Engine, now: datetime, providers: list[str] | None = Non
     clock_origin = time.monotonic()  # polling takes time too: advance's leases count from here
     summary: dict = {"now": now.isoformat()}
     wanted = [p for p in (providers or registry.IMPLEMENTED) if p in registry.IMPLEMENTED]
-    for p in wanted:
-        for batch in poll_batches(engine, p):
-            for kind in ("inbox", "relationships"):
-                _merge(summary, f"poll_{kind}", poll(engine, batch, kind, now))
-    summary["ingest"] = ingest(engine, now)
+    if not dry_run:  # a dry run changes nothing: no cursors move, no signal is stored or applied
+        for p in wanted:
+            for batch in poll_batches(engine, p):
+                for kind in ("inbox", "relationships"):
+                    _merge(summary, f"poll_{kind}", poll(engine, batch, kind, now))
+        summary["ingest"] = ingest(engine, now)
     cfg = AdvanceConfig(dry_run=dry_run, max_actions=max_actions, sequences=sequences, clock_origin=clock_origin)
     for p in wanted:
         for batch in due_batches(engine, p, now, sequences):
             _merge(summary, f"advance_{p}", advance(engine, batch, now, cfg))
-    summary["metrics"] = aggregate(engine, now - timedelta(days=1), now)
+    if not dry_run:
+        summary["metrics"] = aggregate(engine, now - timedelta(days=1), now)
+        summary["experiments"] = decide_winners(engine, now)
     return summary
 
 

@@ -29,7 +29,7 @@ SET lease_owner = :owner, lease_expires_at = :lease_from + make_interval(secs =>
 FROM due
 WHERE e.id = due.id
 RETURNING e.id, e.sequence_id, e.version_id, e.person_id, e.current_step, e.attempts, e.in_flight,
-          e.variables, e.last_action_at, e.created_at,
+          e.variables, e.variants, e.last_action_at, e.created_at,
           -- reconcile looks back to the FIRST unresolved attempt of this step (steps are never revisited: the
           -- trigger graph is acyclic); the latest attempt may be one that never reached the provider
           CASE WHEN e.in_flight THEN (SELECT min(ev.occurred_at) FROM events ev WHERE ev.enrollment_id = e.id
@@ -98,7 +98,12 @@ WITH v AS (
 ), upd AS (
     UPDATE enrollments e SET
         status = v.status, current_step = v.step, phase = v.phase, next_run_at = v.next_run_at,
-        in_flight = v.in_flight,
+        -- a system write over a dead worker's expired lease keeps its in-flight mark
+        in_flight = CASE WHEN CAST(:owner AS text) IS NULL AND e.lease_owner IS NOT NULL THEN e.in_flight
+                         ELSE v.in_flight END,
+        -- the arm a lead is given at its first attempt of a step is kept for good
+        variants = CASE WHEN v.event_kind = 'ATTEMPTED' AND v.variant IS NOT NULL AND NOT e.variants ? v.expect_step
+                        THEN e.variants || jsonb_build_object(v.expect_step, v.variant) ELSE e.variants END,
         account_id = coalesce((e.accounts ->> v.provider)::bigint, e.account_id),
         lease_owner = CASE WHEN v.keep_lease THEN e.lease_owner END,
         lease_expires_at = CASE WHEN v.keep_lease THEN e.lease_expires_at END,
@@ -110,7 +115,9 @@ WITH v AS (
         updated_at = now()
     FROM v
     WHERE e.id = v.id AND e.current_step = v.expect_step AND e.phase = v.expect_phase AND e.status = 'ACTIVE'
-      AND e.lease_owner IS NOT DISTINCT FROM CAST(:owner AS text)
+      AND (e.lease_owner IS NOT DISTINCT FROM CAST(:owner AS text)
+           -- ingest and timeouts (no owner) may also move a row whose worker's lease has run out
+           OR (CAST(:owner AS text) IS NULL AND e.lease_expires_at <= CAST(:now AS timestamptz)))
     RETURNING e.id, e.person_id, e.sequence_id, e.version_id, e.account_id, e.attempts
 )
 INSERT INTO events (occurred_at, kind, enrollment_id, person_id, sequence_id, version_id, step, variant,
@@ -132,21 +139,14 @@ def _row(t: Transition) -> dict:
 
 
 def apply(conn: sa.Connection, transitions: list[Transition], *, owner: str | None,
-          account_id: int | None = None, provider: str | None = None) -> set[int]:
-    """Apply transitions whose fence still holds; write one event each. Returns the ids that passed."""
+          account_id: int | None = None, provider: str | None = None, now: datetime | None = None) -> set[int]:
+    """Apply transitions whose fence still holds; write one event each. Returns the ids that passed.
+
+    ``owner`` None is a system write (ingest, timeouts): it applies to unleased rows, and to rows whose lease
+    expired before ``now``."""
     if not transitions:
         return set()
     rows = conn.execute(APPLY_SQL, {"rows": json.dumps([_row(t) for t in transitions], default=str),
-                                    "owner": owner, "account_id": account_id, "provider": provider}).all()
+                                    "owner": owner, "account_id": account_id, "provider": provider,
+                                    "now": now}).all()
     return {r[0] for r in rows}
-
-
-def release(conn: sa.Connection, ids: list[int], owner: str, next_run_at: datetime, refund: bool = True) -> int:
-    """Give back claimed enrollments untouched (nothing was attempted), due again at ``next_run_at``."""
-    if not ids:
-        return 0
-    return conn.execute(sa.text("""
-        UPDATE enrollments SET lease_owner = NULL, lease_expires_at = NULL, next_run_at = :t,
-            attempts = CASE WHEN :refund THEN greatest(attempts - 1, 0) ELSE attempts END, updated_at = now()
-        WHERE id = ANY(:ids) AND lease_owner = :owner"""),
-        {"ids": ids, "owner": owner, "t": next_run_at, "refund": refund}).rowcount

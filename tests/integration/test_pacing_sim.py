@@ -1,0 +1,84 @@
+"""Pacing against the sandbox, which enforces X's limits with fixed 15-minute and daily windows."""
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+
+from outreach.domain import pacing
+from outreach.engine import tick
+
+from tests.helpers import setup
+
+START = datetime(2026, 1, 5, 9, tzinfo=timezone.utc)  # the leads are due from 09:00
+ONE_DM = """
+name: pace-dm
+accounts: [x-main]
+start: dm
+actions:
+  dm: {type: SEND_TWITTER_DM, message: "hi {{ first_name }}"}
+triggers:
+  - {from: dm, trigger: END}
+"""
+
+
+def leads(n, offset=100000):
+    return [{"name": f"Lead {i}", "twitter_id": str(offset + i)} for i in range(n)]
+
+
+def run_ticks(engine, sandbox, ticks, minutes=15):
+    acc = tick.accounts(engine)[0]
+    for i in range(ticks):
+        now = START + timedelta(minutes=i * minutes)
+        sandbox.clock(now.isoformat())
+        tick.advance(engine, [acc.id], now)
+
+
+def dm_windows(sandbox):
+    w = Counter()
+    for c in sandbox.calls():
+        if c["path"].endswith("/messages") and c["effect"]:
+            at = datetime.fromisoformat(c["at"].replace("Z", "+00:00")).timestamp()
+            w[("15min", int(at // 900))] += 1
+            w[("day", int(at // 86400))] += 1
+    return w
+
+
+def test_a_simulated_day_never_exceeds_a_window_and_uses_the_budget(engine, sandbox):
+    setup(engine, ONE_DM, leads=leads(1500))
+    run_ticks(engine, sandbox, ticks=30, minutes=10)  # ticks more often than the provider window
+    calls = sandbox.calls()
+    assert not [c for c in calls if c["status"] == 429]
+    w = dm_windows(sandbox)
+    assert max(n for (k, _), n in w.items() if k == "15min") <= 200
+    assert max(n for (k, _), n in w.items() if k == "day") <= 1000
+    eff = pacing.effective_limits("SEND_TWITTER_DM", None)  # 180 per 15 min, 900 per day
+    sent = sum(1 for c in calls if c["path"].endswith("/messages") and c["effect"])
+    assert sent >= 0.9 * eff["per_day"]  # 5 hours of ticks: the daily budget is the binding one
+
+
+def test_a_429_storm_and_20_percent_5xx_end_every_lead_sent_or_failed_with_a_reason(engine, sandbox):
+    # first a storm of 429s from a limit we cannot see, then 20% 503s: blocks and retries, never a loss or a double
+    setup(engine, ONE_DM, leads=leads(600))
+    acc = tick.accounts(engine)[0]
+    for i in range(60):
+        if i == 0:
+            sandbox.faults(error_rate=0.5, mode="429", seed=3, paths=["dm"])
+        if i == 8:
+            sandbox.faults(error_rate=0.2, mode="500", seed=3, paths=["dm"])
+        now = START + timedelta(minutes=15 * i)
+        sandbox.clock(now.isoformat())
+        tick.advance(engine, [acc.id], now)
+    calls = sandbox.calls()
+    assert any(c["status"] == 429 for c in calls)
+    with engine.connect() as c:
+        status = dict(c.execute(sa.text("SELECT status, count(*) FROM enrollments GROUP BY status")).all())
+        reasons = c.execute(sa.text("SELECT ended_reason FROM enrollments WHERE status = 'FAILED'")).scalars().all()
+        blocked = c.execute(sa.text("SELECT count(*) FROM events WHERE kind = 'RETRY_SCHEDULED'")).scalar()
+    assert set(status) <= {"COMPLETED", "FAILED", "NEEDS_REVIEW"}, status
+    assert sum(status.values()) == 600
+    assert all(reasons)  # every failure says why
+    assert blocked > 0
+    dms = [c for c in calls if c["path"].endswith("/messages") and c["effect"]]
+    assert len(dms) == len({c["target_id"] for c in dms})  # never twice
