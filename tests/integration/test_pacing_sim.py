@@ -82,3 +82,69 @@ def test_a_429_storm_and_20_percent_5xx_end_every_lead_sent_or_failed_with_a_rea
     assert blocked > 0
     dms = [c for c in calls if c["path"].endswith("/messages") and c["effect"]]
     assert len(dms) == len({c["target_id"] for c in dms})  # never twice
+
+
+def test_send_window_in_the_leads_timezone_defers_and_keeps_the_place(engine, sandbox):
+    accounts = """
+    accounts:
+      - {name: x-main, provider: x, conn_id: x_main, user_id: "1001", timezone: Europe/Berlin,
+         send_window: {days: [mon, tue, wed, thu, fri], start: "09:00", end: "17:00"}}
+    """
+    people = [{"name": "Tokyo Lead", "twitter_id": "100001", "timezone": "Asia/Tokyo"},
+              {"name": "Berlin Lead", "twitter_id": "100002"},  # no timezone: the account's
+              {"name": "NY Lead", "twitter_id": "100003", "timezone": "America/New_York"}]
+    setup(engine, ONE_DM, leads=people, accounts_yaml=accounts, now="2026-01-05T07:00:00Z")
+    acc = tick.accounts(engine)[0]
+
+    def at(iso):
+        sandbox.clock(iso)
+        return tick.advance(engine, [acc.id], datetime.fromisoformat(iso))
+
+    at("2026-01-05T07:00:00+00:00")  # 16:00 Tokyo (open), 08:00 Berlin (closed), 02:00 New York (closed)
+    assert [c["target_id"] for c in sandbox.calls() if c["effect"]] == ["100001"]
+    with engine.connect() as c:
+        due = dict(c.execute(sa.text("""SELECT i.value, e.next_run_at FROM enrollments e
+            JOIN identities i ON i.person_id = e.person_id AND i.kind = 'twitter' WHERE e.status = 'ACTIVE'""")).all())
+        deferred = c.execute(sa.text("SELECT count(*) FROM events WHERE kind = 'DEFERRED' AND reason = 'send_window'")).scalar()
+    assert due["100002"] == datetime(2026, 1, 5, 8, tzinfo=timezone.utc)  # 09:00 Berlin
+    assert due["100003"] == datetime(2026, 1, 5, 14, tzinfo=timezone.utc)  # 09:00 New York
+    assert deferred == 2
+    at("2026-01-05T08:00:00+00:00")
+    at("2026-01-05T14:00:00+00:00")
+    assert sorted(c["target_id"] for c in sandbox.calls() if c["effect"]) == ["100001", "100002", "100003"]
+
+
+def test_warm_up_ramp_caps_a_new_account(engine, sandbox):
+    accounts = """
+    accounts:
+      - {name: x-main, provider: x, conn_id: x_main, user_id: "1001",
+         warmup: {start_per_day: 10, increase_per_day: 5}}
+    """
+    setup(engine, ONE_DM, leads=leads(100), accounts_yaml=accounts)
+    acc_id = tick.accounts(engine)[0].id
+    sent = []
+    for day in range(3):
+        for hour in (0, 6, 12, 18):
+            now = START + timedelta(days=day, hours=hour)
+            sandbox.clock(now.isoformat())
+            tick.advance(engine, [acc_id], now)
+        sent.append(sum(1 for c in sandbox.calls() if c["effect"]))
+    # day 1: 10*0.9 -> 9; day 2: 15*0.9 -> 13; day 3: 20*0.9 -> 18 (rolling 24h windows)
+    assert sent == [9, 9 + 13, 9 + 13 + 18]
+
+
+def test_random_gap_spaces_consecutive_sends(engine, sandbox):
+    accounts = """
+    accounts:
+      - {name: x-main, provider: x, conn_id: x_main, user_id: "1001", spacing: {min_seconds: 0, max_seconds: 0}}
+    """
+    setup(engine, ONE_DM, leads=leads(3), accounts_yaml=accounts)
+    with engine.begin() as c:  # 0.2-0.3 s, so the test stays fast; the YAML takes whole seconds
+        c.execute(sa.text("""UPDATE sender_accounts SET spacing = '{"min_seconds": 0.2, "max_seconds": 0.3}'"""))
+    import time as _time
+
+    started = _time.monotonic()
+    sandbox.clock(START.isoformat())
+    tick.advance(engine, [tick.accounts(engine)[0].id], START)
+    assert sum(1 for c in sandbox.calls() if c["effect"]) == 3
+    assert _time.monotonic() - started >= 0.4  # two gaps between three sends

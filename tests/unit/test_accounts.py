@@ -187,3 +187,60 @@ def test_all_issues_collected():
     text = replace_line(3, "    provider: myspace", replace_line(9, "  - name: x-main"))
     found = issues_of(text)
     assert [(i.line, i.field) for i in found] == [(3, "accounts[0].provider"), (9, "accounts[1].name")]
+
+
+def test_pacing_settings_and_holidays_parse():
+    from outreach.domain.accounts import parse_accounts
+
+    text = """
+accounts:
+  - name: x-main
+    provider: x
+    conn_id: x_main
+    user_id: "1"
+    send_window: {days: [mon, fri], start: "09:00", end: "17:00", holidays: us}
+    spacing: {min_seconds: 30, max_seconds: 90}
+    warmup: {start_per_day: 20, increase_per_day: 10}
+"""
+    (a,) = parse_accounts(text, "a.yaml")
+    assert a.send_window["holidays"] == "US"
+    assert a.spacing == {"min_seconds": 30, "max_seconds": 90}
+    assert a.warmup == {"start_per_day": 20, "increase_per_day": 10}
+
+
+def test_bad_pacing_settings_are_rejected_with_line_and_field():
+    import pytest
+
+    from outreach.domain.accounts import parse_accounts
+    from outreach.domain.model import ValidationError
+
+    text = """accounts:
+  - name: x-main
+    provider: x
+    conn_id: x_main
+    user_id: "1"
+    send_window: {start: "09:00", end: "17:00", holidays: XX}
+    spacing: {min_seconds: 90, max_seconds: 30}
+    warmup: {start_per_day: 0, increase_per_day: 10}
+"""
+    with pytest.raises(ValidationError) as e:
+        parse_accounts(text, "a.yaml")
+    msgs = [str(i) for i in e.value.issues]
+    assert any("a.yaml:6: accounts[0].send_window.holidays: unknown country code 'XX'" in m for m in msgs)
+    assert any("a.yaml:7: accounts[0].spacing: min_seconds must not exceed max_seconds" in m for m in msgs)
+    assert any("a.yaml:8: accounts[0].warmup.start_per_day: must be a whole number >= 1" in m for m in msgs)
+
+
+def test_a_sequence_may_carry_its_own_send_window():
+    from outreach.domain.sequence import parse_sequence
+
+    seq = parse_sequence("""
+name: s
+accounts: [x-main]
+send_window: {days: [tue], start: "10:00", end: "12:00"}
+start: dm
+actions:
+  dm: {type: SEND_TWITTER_DM, message: "hi"}
+triggers: []
+""", "s.yaml")
+    assert seq.extras["send_window"] == {"days": ["tue"], "start": "10:00", "end": "12:00"}
