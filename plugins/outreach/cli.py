@@ -26,8 +26,12 @@ def _engine():
     from outreach.store import db, migrate
 
     engine = db.get_engine()
-    if migrate.current_version(engine) is None:
+    current, latest = migrate.current_version(engine), migrate.migrations()[-1][0]
+    if current is None:
         raise CliError("the database has no schema yet: run `outreach db upgrade` first")
+    if current < latest:
+        raise CliError(f"the database schema is at version {current}, this code needs {latest}: "
+                       "run `outreach db upgrade`")
     return engine
 
 

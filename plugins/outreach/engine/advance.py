@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from outreach.domain import machine, windows
 from outreach.domain.model import SequenceDef
+from outreach.domain.pacing import backoff_seconds
 from outreach.engine import gate
 from outreach.engine.budget import Budget, account_limits, feedback, refund
 from outreach.engine.compose import compose, variables_for
@@ -253,7 +254,7 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
                 steps.apply(conn, [_defer(g.row, release_at or now, stop or "lease_deadline", now,
                                           in_flight=g.reconcile) for g in released],
                             owner=owner, account_id=account.id, provider=account.provider)
-                if budget_row_type(action_type):
+                if action_type != "CHECK_FOR_REPLY":
                     refund(conn, account.id, action_type, account_limits(account, action_type, now), now,
                            len(released))
                 counts["released"] += len(released)
@@ -270,10 +271,6 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
         return 0 if stop else len(rows)
     finally:
         conn.close()
-
-
-def budget_row_type(action_type: str) -> bool:
-    return action_type != "CHECK_FOR_REPLY"
 
 
 def _defer(r, until: datetime, reason: str, now: datetime, in_flight: bool, data: dict | None = None) -> Transition:
@@ -318,8 +315,6 @@ def _retry(r, g: _Go, e: RetryableError, now: datetime, cfg: AdvanceConfig, rng:
         status = "NEEDS_REVIEW" if e.maybe_landed or r.in_flight else "FAILED"
         return _end(r, status, status, f"{e.reason}:max_attempts", now, variant=g.variant,
                     dedupe=f"out:{r.id}:{r.current_step}", data={"detail": e.detail[:300]})
-    from outreach.domain.pacing import backoff_seconds
-
     delay = backoff_seconds(r.attempts, cfg.backoff_base, cfg.backoff_cap, rng)
     return Transition(id=r.id, expect_step=r.current_step, expect_phase="pending", status="ACTIVE",
                       step=r.current_step, phase="pending", next_run_at=now + timedelta(seconds=delay),
