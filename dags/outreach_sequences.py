@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import DAG, Param, task
 
+from outreach.notifiers import OutreachNotifier
 from outreach.operators.advance import OPERATORS
 
 PROVIDERS = tuple(OPERATORS)
@@ -40,7 +41,9 @@ with DAG(
         "retry_delay": timedelta(seconds=30),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
+        "on_failure_callback": OutreachNotifier(event="task_failed"),  # logs; POSTs to `outreach_alerts` if set
     },
+    on_failure_callback=OutreachNotifier(event="dag_run_failed"),
     params={
         "sequences": Param([], type="array", items={"type": "string"}, description="only these sequences"),
         "providers": Param([], type="array", items={"type": "string", "enum": list(PROVIDERS)},
@@ -59,9 +62,12 @@ with DAG(
         from outreach.store.db import get_engine
 
         if is_backfill({"dag_run": dag_run}):
+            print("plan_polls: backfill run, nothing to poll")
             return []
         wanted = params.get("providers") or PROVIDERS
-        return [{"provider": p, "account_ids": b} for p in wanted for b in poll_batches(get_engine(), p)]
+        batches = [{"provider": p, "account_ids": b} for p in wanted for b in poll_batches(get_engine(), p)]
+        print(f"plan_polls: {len(batches)} batches, {sum(len(b['account_ids']) for b in batches)} accounts")
+        return batches
 
     @task
     def poll_inboxes(batch: dict, params=None) -> dict:
@@ -99,10 +105,13 @@ with DAG(
         return counts
 
     @task(trigger_rule="none_failed")
-    def aggregate_metrics(params=None, dag_run=None, data_interval_start=None, data_interval_end=None) -> dict:
-        """Recompute the daily rollup for this run's window and upsert (a backfill repairs its interval)."""
+    def aggregate_metrics(params=None, dag_run=None, data_interval_start=None, data_interval_end=None,
+                          **context) -> dict:
+        """Recompute the daily rollups for this run's window and upsert (a backfill repairs its interval), then
+        pause accounts whose failure rate passed its threshold (Airflow Variables `outreach_alert_failure_rate`,
+        default 0.2, `outreach_alert_window`, default 50, `outreach_alert_min_attempts`) and notify."""
         from outreach.engine.tick import aggregate
-        from outreach.operators.common import engine_clock, is_backfill
+        from outreach.operators.common import engine_clock, is_backfill, summary_line
         from outreach.store.db import get_engine
 
         now = engine_clock(params.get("now"))
@@ -115,9 +124,21 @@ with DAG(
         from outreach.engine.experiments import decide_winners
 
         result = aggregate(get_engine(), start, end)
-        if not is_backfill({"dag_run": dag_run}):  # winners are decided for now, never in a backfill
+        if not is_backfill({"dag_run": dag_run}):  # winners and account alerts are for now, never in a backfill
             result["experiments"] = decide_winners(get_engine(), now)
-        print(f"aggregate_metrics: {result}")
+        if not is_backfill({"dag_run": dag_run}) and not params.get("dry_run"):  # a dry run pauses nothing
+            from airflow.sdk import Variable
+
+            from outreach.engine.alerts import AlertConfig, check_accounts
+            from outreach.notifiers import notify_alerts
+
+            cfg = AlertConfig.resolve(*(Variable.get(f"outreach_alert_{k}", default=None)
+                                        for k in ("failure_rate", "window", "min_attempts")))
+            alerts = check_accounts(get_engine(), now, cfg).get("alerts", [])
+            result["accounts_paused"] = [a["account"] for a in alerts]
+            notify_alerts(alerts, {"dag_run": dag_run, **context})
+        print(f"aggregate_metrics: {summary_line({k: v for k, v in result.items() if not isinstance(v, dict)})}"
+              f"{', experiments: ' + summary_line(result['experiments']) if 'experiments' in result else ''}")
         return result
 
     polls = plan_polls()
@@ -136,9 +157,12 @@ with DAG(
 
             wanted = params.get("providers") or PROVIDERS
             if provider not in wanted or is_backfill({"dag_run": dag_run}):
+                print(f"plan_advance_{provider}: not wanted in this run (provider filter or backfill)")
                 return []
-            return due_batches(get_engine(), provider, engine_clock(params.get("now")),
-                               params.get("sequences") or None)
+            batches = due_batches(get_engine(), provider, engine_clock(params.get("now")),
+                                  params.get("sequences") or None)
+            print(f"plan_advance_{provider}: {len(batches)} batches, {sum(map(len, batches))} accounts with due work")
+            return batches
 
         planned = plan_advance()
         ingested >> planned

@@ -24,18 +24,11 @@ def database_url(tmp_path_factory) -> str:
         from outreach.store.db import STATE_DIR, embedded_url
 
         base = embedded_url(STATE_DIR / "test-pg")
-    base_url = sa.engine.make_url(base)
-    name = f"outreach_test_{os.getpid()}"
-    admin = sa.create_engine(base_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        c.exec_driver_sql(f"CREATE DATABASE {name}")
-    url = base_url.set(database=name).render_as_string(hide_password=False)
-    from outreach.store import migrate
+    from outreach.store.db import fresh_database
 
-    engine = sa.create_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
+    name = f"outreach_test_{os.getpid()}"
+    url = fresh_database(base, name)
+    admin = sa.create_engine(sa.engine.make_url(base), isolation_level="AUTOCOMMIT")
     os.environ["OUTREACH_DATABASE_URL"] = url
     yield url
     with admin.connect() as c:

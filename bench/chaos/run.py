@@ -31,19 +31,9 @@ from bench.chaos.harness import ChaosConfig, ChaosResult, run_chaos  # noqa: E40
 
 
 def fresh_database(base_url: str, name: str) -> str:
-    from outreach.store import migrate
+    from outreach.store.db import fresh_database as fresh
 
-    base = sa.engine.make_url(base_url)
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        c.exec_driver_sql(f"CREATE DATABASE {name}")
-    admin.dispose()
-    url = base.set(database=name).render_as_string(hide_password=False)
-    engine = sa.create_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
-    return url
+    return fresh(base_url, name)
 
 
 def table(results: list[ChaosResult]) -> str:

@@ -34,7 +34,6 @@ from outreach.domain import pacing  # noqa: E402
 from outreach.engine import tick  # noqa: E402
 from outreach.engine.budget import Budget  # noqa: E402
 from outreach.sandbox.server import start_in_thread  # noqa: E402
-from outreach.store import migrate  # noqa: E402
 
 PROVIDER_LIMITS = {"FOLLOW_ON_TWITTER": {"per_15min": 50, "per_day": 400},
                    "SEND_TWITTER_DM": {"per_15min": 200, "per_day": 1000}}
@@ -45,20 +44,10 @@ SEQUENCES = {
 
 
 def fresh_database(name: str) -> str:
-    base = os.environ.get("OUTREACH_BENCH_DATABASE_URL")
-    if not base:
-        from outreach.store.db import STATE_DIR, embedded_url
+    from outreach.store.db import STATE_DIR, embedded_url
+    from outreach.store.db import fresh_database as fresh
 
-        base = embedded_url(STATE_DIR / "bench-pg")
-    url = sa.engine.make_url(base)
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        c.exec_driver_sql(f"CREATE DATABASE {name}")
-    admin.dispose()
-    out = url.set(database=name).render_as_string(hide_password=False)
-    migrate.upgrade(sa.create_engine(out))
-    return out
+    return fresh(os.environ.get("OUTREACH_BENCH_DATABASE_URL") or embedded_url(STATE_DIR / "bench-pg"), name)
 
 
 def setup(engine, start: datetime) -> None:

@@ -103,10 +103,7 @@ def cmd_sequences_status(args, status: str) -> int:
     from outreach.store import catalog
 
     with _engine().begin() as conn:
-        try:
-            catalog.set_sequence_status(conn, args.name, status)
-        except catalog.NotFound as e:
-            raise CliError(str(e)) from e
+        catalog.set_sequence_status(conn, args.name, status)  # NotFound: exit 2 with its message
     print(f"sequence {args.name}: {status}")
     return 0
 
@@ -147,19 +144,95 @@ def cmd_leads_import(args) -> int:
     return 0
 
 
-def cmd_suppress_add(args) -> int:
+SUPPRESSION_KINDS = ("twitter", "twitter_username", "linkedin", "email", "xmtp", "person", "domain", "global")
+
+
+def _suppression_value(kind: str, value: str) -> str:
     from outreach.store.leads import normalise
 
-    kinds = ("twitter", "twitter_username", "linkedin", "email", "xmtp", "person", "domain", "global")
-    if args.kind not in kinds:
-        raise CliError(f"--kind: {args.kind!r} is not one of {', '.join(kinds)}")
-    value = normalise(args.kind, args.value) if args.kind != "domain" else args.value.strip().lower()
+    if kind not in SUPPRESSION_KINDS:
+        raise ValueError(f"kind {kind!r} is not one of {', '.join(SUPPRESSION_KINDS)}")
+    value = value.strip()
+    if not value and kind != "global":
+        raise ValueError("value is empty")
+    if kind == "domain":
+        return value.lower().lstrip("@")
+    if kind == "person" and not value.isdigit():
+        raise ValueError(f"a person is suppressed by its numeric id, got {value!r}")
+    return normalise(kind, value) if kind not in ("person", "global") else (value or "*")
+
+
+def cmd_suppress_add(args) -> int:
+    try:
+        value = _suppression_value(args.kind, args.value)
+    except ValueError as e:
+        raise CliError(f"--kind/--value: {e}") from e
     with _engine().begin() as conn:
         row = conn.execute(sa.text("""
             INSERT INTO suppressions (kind, value, reason, source) VALUES (:k, :v, :r, 'cli')
             ON CONFLICT (kind, value) DO NOTHING RETURNING id"""),
             {"k": args.kind, "v": value, "r": args.reason}).first()
     print(f"suppressed {args.kind}={value}" if row else f"{args.kind}={value} was already suppressed")
+    return 0
+
+
+def cmd_suppress_remove(args) -> int:
+    try:
+        value = _suppression_value(args.kind, args.value)
+    except ValueError as e:
+        raise CliError(f"--kind/--value: {e}") from e
+    with _engine().begin() as conn:
+        n = conn.execute(sa.text("DELETE FROM suppressions WHERE kind = :k AND value = :v"),
+                         {"k": args.kind, "v": value}).rowcount
+    if not n:
+        raise CliError(f"{args.kind}={value} is not suppressed")
+    print(f"removed suppression {args.kind}={value}")
+    return 0
+
+
+def cmd_suppress_list(args) -> int:
+    with _engine().connect() as conn:
+        rows = conn.execute(sa.text("""
+            SELECT kind, value, reason, source, created_at FROM suppressions
+            WHERE CAST(:k AS text) IS NULL OR kind = :k ORDER BY created_at, id"""), {"k": args.kind}).all()
+    for r in rows:
+        print(f"{r.kind:<16} {r.value:<40} {r.reason:<24} {r.source:<20} {r.created_at.isoformat()}")
+    print(f"{len(rows)} suppressions", file=sys.stderr)
+    return 0
+
+
+def cmd_suppress_import(args) -> int:
+    """CSV with columns kind, value, reason (source optional): validated whole, then one statement."""
+    import csv
+    import io
+
+    from outreach.domain.model import ValidationError, ValidationIssue
+
+    reader = csv.DictReader(io.StringIO(_read(args.file)))
+    missing = {"kind", "value", "reason"} - set(reader.fieldnames or [])
+    if missing:
+        raise ValidationError([ValidationIssue(args.file, 1, "header", f"missing columns: {', '.join(sorted(missing))}")])
+    rows, issues = [], []
+    for line, raw in enumerate(reader, start=2):
+        try:
+            value = _suppression_value((raw.get("kind") or "").strip(), raw.get("value") or "")
+        except ValueError as e:
+            issues.append(ValidationIssue(args.file, line, "kind/value", str(e)))
+            continue
+        if not (raw.get("reason") or "").strip():
+            issues.append(ValidationIssue(args.file, line, "reason", "a reason is required"))
+            continue
+        rows.append({"kind": raw["kind"].strip(), "value": value, "reason": raw["reason"].strip(),
+                     "source": (raw.get("source") or "").strip() or f"import:{Path(args.file).name}"})
+    if issues:
+        raise ValidationError(issues)
+    with _engine().begin() as conn:
+        n = conn.execute(sa.text("""
+            INSERT INTO suppressions (kind, value, reason, source)
+            SELECT kind, value, reason, source FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+                 AS x(kind text, value text, reason text, source text)
+            ON CONFLICT (kind, value) DO NOTHING"""), {"rows": json.dumps(rows)}).rowcount
+    print(f"{args.file}: {len(rows)} rows; {n} new suppressions, {len(rows) - n} already suppressed")
     return 0
 
 
@@ -239,11 +312,18 @@ def cmd_metrics(args) -> int:
 
 
 def format_funnel(rows: list[dict]) -> str:
-    head = f"{'sequence':<22} {'step':<14} {'action':<20} " + " ".join(f"{h:>12}" for _, h in FUNNEL_COLUMNS)
+    """The funnel table: the rollup's counts, then conversion (% of the preceding steps' actions, or of the
+    enrolled for the start step) and the median time to reply (from the latency buckets)."""
+    from outreach.engine.metrics import human_seconds
+
+    head = (f"{'sequence':<22} {'step':<14} {'action':<20} " + " ".join(f"{h:>12}" for _, h in FUNNEL_COLUMNS)
+            + f" {'conv%':>8} {'reply-p50':>10}")
     out = [head, "-" * len(head)]
     for r in rows:
+        conv = r.get("conversion")
         out.append(f"{r['sequence'][:22]:<22} {r['step'][:14]:<14} {r['action'][:20]:<20} "
-                   + " ".join(f"{r.get(k, 0):>12}" for k, _ in FUNNEL_COLUMNS))
+                   + " ".join(f"{r.get(k, 0):>12}" for k, _ in FUNNEL_COLUMNS)
+                   + f" {'-' if conv is None else f'{conv:.1f}':>8} {human_seconds(r.get('reply_p50_s')):>10}")
     return "\n".join(out)
 
 
@@ -329,26 +409,20 @@ def cmd_sequences_preview(args) -> int:
 
 
 def cmd_account_status(args, status: str) -> int:
-    from outreach.store import catalog, lifecycle
+    from outreach.store import lifecycle
 
     with _engine().begin() as conn:
-        try:
-            lifecycle.set_account_status(conn, args.name, status)
-        except catalog.NotFound as e:
-            raise CliError(str(e)) from e
+        lifecycle.set_account_status(conn, args.name, status)  # NotFound: exit 2 with its message
     print(f"account {args.name}: {status}")
     return 0
 
 
 def cmd_lead_status(args, status: str) -> int:
     from outreach.clock import parse_now
-    from outreach.store import catalog, lifecycle
+    from outreach.store import lifecycle
 
     with _engine().begin() as conn:
-        try:
-            lifecycle.set_enrollment_status(conn, args.id, status, parse_now(None))
-        except catalog.NotFound as e:
-            raise CliError(str(e)) from e
+        lifecycle.set_enrollment_status(conn, args.id, status, parse_now(None))  # NotFound/ValueError: exit 2
     print(f"enrollment {args.id}: {status}")
     return 0
 
@@ -437,6 +511,16 @@ def build_parser() -> argparse.ArgumentParser:
     sa_.add_argument("--value", required=True)
     sa_.add_argument("--reason", required=True)
     sa_.set_defaults(func=cmd_suppress_add)
+    sr = sup.add_parser("remove", help="lift a suppression")
+    sr.add_argument("--kind", required=True)
+    sr.add_argument("--value", required=True)
+    sr.set_defaults(func=cmd_suppress_remove)
+    sl = sup.add_parser("list", help="list suppressions (with reason, source and time)")
+    sl.add_argument("--kind")
+    sl.set_defaults(func=cmd_suppress_list)
+    si = sup.add_parser("import", help="suppress every row of a CSV file (kind, value, reason[, source])")
+    si.add_argument("file")
+    si.set_defaults(func=cmd_suppress_import)
 
     pl = sub.add_parser("plan", help="estimate when each step of a sequence finishes, from the accounts' limits")
     pl.add_argument("sequence")

@@ -690,6 +690,7 @@ def test_a_reply_while_a_dead_worker_holds_an_expired_lease_still_stops_the_enro
 CHECK_A = """
 name: seq-a
 accounts: [x-main]
+allow_parallel: true  # this test is about a person in two conversations
 start: dm
 actions:
   dm: {type: SEND_TWITTER_DM, message: "Hi {{ first_name }}"}
@@ -699,6 +700,7 @@ triggers:
 CHECK_B = """
 name: seq-b
 accounts: [x-main]
+allow_parallel: true  # this test is about a person in two conversations
 start: follow
 actions:
   follow: {type: FOLLOW_ON_TWITTER}
@@ -742,6 +744,7 @@ def test_check_for_reply_sees_a_reply_from_another_conversation_under_the_engine
 NUDGE_A = """
 name: dm-then-nudge-a
 accounts: [x-main]
+allow_parallel: true  # this test is about a person in two conversations
 start: dm
 actions:
   dm: {type: SEND_TWITTER_DM, message: "Hi {{ first_name }}"}

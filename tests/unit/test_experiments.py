@@ -56,7 +56,7 @@ def test_spintax_is_deterministic_per_lead_and_leaves_jinja_alone():
 
 @pytest.mark.parametrize("text,intent", [
     ("stop", "unsubscribe"), ("Please unsubscribe me", "unsubscribe"), ("remove me from your list", "unsubscribe"),
-    ("Not interested, thanks", "negative"), ("Not right now, but thanks.", "negative"),
+    ("Not interested, thanks", "objection"), ("Not right now, but thanks.", "objection"),
     ("Sounds interesting, tell me more.", "positive"), ("Sure, happy to chat.", "positive"),
     ("Who is this?", "neutral"), ("", "neutral"),
 ])

@@ -73,6 +73,22 @@ def on_deadline(seq: SequenceDef, step: str, now: datetime) -> Next:
     return Next("COMPLETED", step, "waiting", None, None, reason="no_signal_within")
 
 
+def waits_for_reply(seq: SequenceDef, step: str) -> bool:
+    """Is the step's timeout a NOT_REPLIED (so a hidden reply would make it wrong)?"""
+    t = _timeout_trigger(seq, step)
+    return t is not None and t.kind == "NOT_REPLIED"
+
+
+def on_reply_unknown(seq: SequenceDef, step: str, now: datetime) -> Next:
+    """The NOT_REPLIED deadline passed but the provider could not have shown a reply ("unknown is not no").
+    A REPLY_UNKNOWN trigger from the step says where such leads go; without one the enrollment finishes
+    (reason ``reply_unknown``): never a follow-up sent to someone who may have answered."""
+    for t in seq.triggers_from(step):
+        if t.kind == "REPLY_UNKNOWN":
+            return fire(seq, t, now)
+    return Next("COMPLETED", step, "waiting", None, None, reason="reply_unknown", fired="REPLY_UNKNOWN")
+
+
 def on_signal(seq: SequenceDef, step: str, phase: str, last_action_at: datetime | None, kind: str,
               occurred_at: datetime, now: datetime) -> Next | None:
     """A signal of ``kind`` for an enrollment at ``step``/``phase``. None: it changes nothing."""
@@ -84,4 +100,6 @@ def on_signal(seq: SequenceDef, step: str, phase: str, last_action_at: datetime 
                 return fire(seq, t, now)
     if kind == "REPLIED":
         return Next("COMPLETED", step, phase, None, None, reason="replied", fired=None)
+    if kind == "BOUNCED":  # the address does not take mail: stop the lead with the reason
+        return Next("FAILED", step, phase, None, None, reason="bounced", fired=None)
     return None

@@ -32,7 +32,11 @@ EVENT_TRIGGERS = frozenset({"REPLIED", "FOLLOWED_BACK", "CONNECTION_ACCEPTED", "
 TIMEOUT_TRIGGERS = frozenset({"NOT_REPLIED", "NOT_FOLLOWED_BACK", "CONNECTION_NOT_ACCEPTED"})
 # NORMAL_EDGE fires unconditionally after its delay (default 0); END finishes the enrollment.
 UNCONDITIONAL_TRIGGERS = frozenset({"NORMAL_EDGE", "END"})
-TRIGGER_TYPES = EVENT_TRIGGERS | TIMEOUT_TRIGGERS | UNCONDITIONAL_TRIGGERS
+# REPLY_UNKNOWN fires instead of NOT_REPLIED when the provider could not have shown a reply (encrypted DMs the
+# gateway cannot read, an inbox not polled for longer than the provider keeps history). It needs a NOT_REPLIED
+# from the same action and takes no delay of its own.
+UNKNOWN_TRIGGERS = frozenset({"REPLY_UNKNOWN"})
+TRIGGER_TYPES = EVENT_TRIGGERS | TIMEOUT_TRIGGERS | UNCONDITIONAL_TRIGGERS | UNKNOWN_TRIGGERS
 # the signal a timeout trigger waits for in vain
 TIMEOUT_FOR_SIGNAL = {
     "NOT_REPLIED": "REPLIED",
@@ -40,7 +44,7 @@ TIMEOUT_FOR_SIGNAL = {
     "CONNECTION_NOT_ACCEPTED": "CONNECTION_ACCEPTED",
 }
 
-_DM_TRIGGERS = frozenset({"REPLIED", "NOT_REPLIED"}) | UNCONDITIONAL_TRIGGERS
+_DM_TRIGGERS = frozenset({"REPLIED", "NOT_REPLIED", "REPLY_UNKNOWN"}) | UNCONDITIONAL_TRIGGERS
 # which triggers may follow which action
 ALLOWED_TRIGGERS: dict[str, frozenset[str]] = {
     "FOLLOW_ON_TWITTER": frozenset({"FOLLOWED_BACK", "NOT_FOLLOWED_BACK"}) | UNCONDITIONAL_TRIGGERS,

@@ -43,7 +43,7 @@ _TAG = "tag:yaml.org,2002:"
 _KEY_HINTS = {"on": ("trigger", "use 'trigger:' instead of 'on:' (YAML reads a bare `on` key as the boolean true)")}
 
 TOP_KEYS = ("name", "description", "accounts", "exclude_already_contacted", "start", "actions", "triggers",
-            "send_window")
+            "send_window", "contact_cooldown", "allow_parallel", "frequency_cap", "stop_company_on_reply")
 TOP_REQUIRED = ("name", "accounts", "start", "actions", "triggers")
 ACTION_KEYS = ("type", "message", "fallback_message", "subject", "note", "variants")
 TRIGGER_KEYS = ("from", "trigger", "to", "after", "within")
@@ -219,6 +219,15 @@ class _SequenceParser:
             from .accounts import _send_window  # the same window format as accounts
 
             window = _send_window(r, top["send_window"][1], "send_window")
+        # one person, one conversation: cross-sequence policy (defaults: no parallel conversations,
+        # a 30-day cooldown for exclude_already_contacted, no frequency cap, replies stop only the person)
+        policy = {}
+        for key, conv in (("contact_cooldown", r.duration), ("frequency_cap", r.duration),
+                          ("allow_parallel", r.boolean), ("stop_company_on_reply", r.boolean)):
+            if key in top:
+                value = conv(top[key][1], key)
+                if value is not None:
+                    policy[key] = value
         if r.issues:
             return None
         return SequenceDef(
@@ -229,7 +238,7 @@ class _SequenceParser:
             triggers=tuple(t for t, _, _ in triggers),
             exclude_already_contacted=bool(exclude),
             description=description,
-            extras={"send_window": window} if window else {},
+            extras={**({"send_window": window} if window else {}), **policy},
         )
 
     def _known(self) -> str:
@@ -388,6 +397,12 @@ class _SequenceParser:
             parsed = self._trigger(item, f"triggers[{i}]", kinds_from, i)
             if parsed is not None:
                 out.append((parsed, i, item))
+        for src, kinds in kinds_from.items():  # REPLY_UNKNOWN replaces a NOT_REPLIED: it needs one
+            if "REPLY_UNKNOWN" in kinds and "NOT_REPLIED" not in kinds:
+                i = kinds["REPLY_UNKNOWN"]
+                self.r.error(items[i], f"triggers[{i}].trigger",
+                             f"REPLY_UNKNOWN from {src!r} needs a NOT_REPLIED trigger from the same action "
+                             "(it fires instead of NOT_REPLIED when replies could not be seen)")
         return out
 
     def _trigger(self, node: Node, path: str, kinds_from: dict, index: int) -> Trigger | None:
@@ -415,6 +430,8 @@ class _SequenceParser:
             r.error(f["to"][1], f"{path}.to", f"'to' names no action: {to!r}{self._known()}")
 
         after = r.duration(f["after"][1], f"{path}.after") if "after" in f else None
+        if kind == "REPLY_UNKNOWN" and "after" in f:
+            r.error(f["after"][0], f"{path}.after", "REPLY_UNKNOWN takes no 'after': it fires at its NOT_REPLIED's time")
         if kind in TIMEOUT_TRIGGERS and "after" not in f:
             r.error(node, f"{path}.after", f"{kind} requires 'after' (how long to wait for {TIMEOUT_FOR_SIGNAL[kind]})")
         if after is None and kind in UNCONDITIONAL_TRIGGERS and "after" not in f:

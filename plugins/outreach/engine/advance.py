@@ -28,7 +28,8 @@ from outreach.store.steps import Transition
 
 log = logging.getLogger(__name__)
 
-ENDPOINT_OF = {"FOLLOW_ON_TWITTER": "follow", "UNFOLLOW_ON_TWITTER": "unfollow", "SEND_TWITTER_DM": "dm"}
+ENDPOINT_OF = {"FOLLOW_ON_TWITTER": "follow", "UNFOLLOW_ON_TWITTER": "unfollow", "SEND_TWITTER_DM": "dm",
+               "SEND_CONNECTION_REQUEST": "invitation", "SEND_LINKEDIN_DM": "message", "SEND_XMTP_DM": "message"}
 
 
 @dataclass
@@ -121,8 +122,9 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
             person_ids = sorted({r.person_id for r in rows})
             people = gate.recipients(conn, person_ids)
             blocked = gate.suppressed(conn, person_ids)
-            zones = gate.timezones(conn, person_ids)
+            history = gate.History(conn, person_ids) if action_type != "CHECK_FOR_REPLY" else None
             winners = gate.winners(conn, {r.version_id for r in rows})
+            starting: set[int] = set()  # people whose first conversation starts in this batch
             intents, decided, gos = [], [], []
             if action_type == "CHECK_FOR_REPLY":
                 replied = gate.replied_since_enrolment(conn, [(r.id, r.person_id) for r in rows])
@@ -133,9 +135,18 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
                     decided.append(_end(r, "SKIPPED", "SKIPPED", blocked[r.person_id], now))
                     counts["skipped:suppressed"] += 1
                     continue
-                window = seq.extras.get("send_window") or account.send_window
+                policy = seq.extras
+                if history is not None:
+                    why = _conversation_rule(r, seq, history, starting, now)
+                    if why is not None:
+                        kind, reason, until = why
+                        decided.append(_defer(r, until, reason, now, in_flight=r.in_flight) if kind == "DEFERRED"
+                                       else _end(r, "SKIPPED", "SKIPPED", reason, now))
+                        counts[f"{kind.lower()}:{reason}"] += 1
+                        continue
+                window = policy.get("send_window") or account.send_window
                 if window and action_type != "CHECK_FOR_REPLY":
-                    tz = windows.zone(zones.get(r.person_id), account.timezone)
+                    tz = windows.zone(people[r.person_id].get("timezone"), account.timezone)
                     opens = windows.next_open(now, window, tz)
                     if opens > now:  # outside the lead's send window: wait for it to open, keep the place
                         decided.append(_defer(r, opens, "send_window", now, in_flight=r.in_flight,
@@ -198,7 +209,10 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
             try:
                 if g.reconcile:
                     since = (r.first_attempt_at or now - timedelta(days=7)) - timedelta(seconds=60)  # clock skew
-                    status, ref = provider_client.reconcile(action_type, account.user_id, g.recipient, g.text, since)
+                    by_key = {"idempotency_key": f"{r.id}:{r.current_step}"} if getattr(
+                        provider_client, "reconcile_by_key", False) else {}  # gateways look the key up
+                    status, ref = provider_client.reconcile(action_type, account.user_id, g.recipient, g.text, since,
+                                                            **by_key)
                     counts["reconciled"] += 1
                     if status == "landed":
                         outcomes.append(_sent(r, g, ref, now, reconciled=True))
@@ -208,9 +222,14 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
                         outcomes.append(_end(r, "NEEDS_REVIEW", "NEEDS_REVIEW", "reconcile_unknown", now))
                         counts["needs_review"] += 1
                         continue
+                ctx = {"context": {"subject": g.seq.actions[r.current_step].subject,
+                                   "variables": variables_for(r.variables, g.recipient)}} if getattr(
+                    provider_client, "wants_context", False) else {}  # email: the subject template
                 result = provider_client.perform(action_type, account.user_id, g.recipient, g.text,
-                                                 idempotency_key=f"{r.id}:{r.current_step}")
+                                                 idempotency_key=f"{r.id}:{r.current_step}", **ctx)
                 outcomes.append(_sent(r, g, result.provider_ref, now))
+                if (result.data or {}).get("replies_visible") is False:  # "unknown is not no" (signals.py)
+                    outcomes[-1].data["replies_visible"] = False
                 counts["sent"] += 1
             except RateLimited as e:
                 stop, release_at = "rate_limited", e.reset_at or now + timedelta(minutes=15)
@@ -271,6 +290,32 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
         return 0 if stop else len(rows)
     finally:
         conn.close()
+
+
+def _conversation_rule(r, seq: SequenceDef, history: "gate.History", starting: set[int], now: datetime):
+    """One person, one conversation. Returns (SKIPPED|DEFERRED, reason, until) or None when the lead may go.
+
+    - a sequence's first send waits for no one but is refused while another of the person's enrollments is in
+      conversation (unless the sequence sets ``allow_parallel``), or when the person was contacted by another
+      enrollment within ``contact_cooldown`` (default 30 days) and the sequence sets ``exclude_already_contacted``;
+    - ``frequency_cap``: at most one touch per person per that duration, across all sequences (deferred).
+    """
+    policy = seq.extras
+    if r.last_action_at is None:  # this enrollment has not contacted the person yet
+        if not policy.get("allow_parallel") and (history.active_elsewhere(r.person_id, r.id)
+                                                 or r.person_id in starting):
+            return "SKIPPED", "active_elsewhere", None
+        if seq.exclude_already_contacted:
+            last = history.last_sent(r.person_id, exclude_enrollment=r.id)
+            if last and last > now - timedelta(seconds=policy.get("contact_cooldown", 30 * 86400)):
+                return "SKIPPED", "already_contacted", None
+        starting.add(r.person_id)
+    cap = policy.get("frequency_cap")
+    if cap:
+        last = history.last_sent(r.person_id)
+        if last and last > now - timedelta(seconds=cap):
+            return "DEFERRED", "frequency_cap", last + timedelta(seconds=cap)
+    return None
 
 
 def _defer(r, until: datetime, reason: str, now: datetime, in_flight: bool, data: dict | None = None) -> Transition:

@@ -3,8 +3,17 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-IDENTITIES_SQL = sa.text("""
-SELECT person_id, kind, value FROM identities WHERE person_id = ANY(:ids)
+PEOPLE_SQL = sa.text("""
+SELECT p.id AS person_id, p.timezone, i.kind, i.value
+FROM people p LEFT JOIN identities i ON i.person_id = p.id WHERE p.id = ANY(:ids)
+""")
+
+HISTORY_SQL = sa.text("""
+SELECT 'started' AS k, person_id, id AS enrollment_id, NULL::timestamptz AS last FROM enrollments
+WHERE person_id = ANY(:ids) AND status = 'ACTIVE' AND last_action_at IS NOT NULL
+UNION ALL
+SELECT 'sent', person_id, enrollment_id, max(occurred_at) FROM events
+WHERE person_id = ANY(:ids) AND kind = 'SENT' GROUP BY person_id, enrollment_id
 """)
 
 SUPPRESSED_SQL = sa.text("""
@@ -27,10 +36,34 @@ WHERE i.person_id = ANY(:ids) AND i.kind = 'email'
 
 
 def recipients(conn: sa.Connection, person_ids: list[int]) -> dict[int, dict[str, str]]:
+    """person id -> {identity kind: value, "timezone": tz} (one statement for the batch)."""
     out: dict[int, dict[str, str]] = {pid: {} for pid in person_ids}
-    for r in conn.execute(IDENTITIES_SQL, {"ids": person_ids}):
-        out[r.person_id][r.kind] = r.value
+    for r in conn.execute(PEOPLE_SQL, {"ids": person_ids}):
+        if r.kind:
+            out[r.person_id][r.kind] = r.value
+        if r.timezone:
+            out[r.person_id]["timezone"] = r.timezone
     return out
+
+
+class History:
+    """Who else is talking to these people: started active enrollments and the last send per enrollment."""
+
+    def __init__(self, conn: sa.Connection, person_ids: list[int]):
+        self.started: dict[int, set[int]] = {}
+        self.sent: dict[int, dict[int, object]] = {}
+        for r in conn.execute(HISTORY_SQL, {"ids": person_ids}):
+            if r.k == "started":
+                self.started.setdefault(r.person_id, set()).add(r.enrollment_id)
+            else:
+                self.sent.setdefault(r.person_id, {})[r.enrollment_id] = r.last
+
+    def active_elsewhere(self, person_id: int, enrollment_id: int) -> bool:
+        return bool(self.started.get(person_id, set()) - {enrollment_id})
+
+    def last_sent(self, person_id: int, exclude_enrollment: int | None = None):
+        times = [t for e, t in self.sent.get(person_id, {}).items() if e != exclude_enrollment and t]
+        return max(times) if times else None
 
 
 def suppressed(conn: sa.Connection, person_ids: list[int]) -> dict[int, str]:
@@ -39,11 +72,6 @@ def suppressed(conn: sa.Connection, person_ids: list[int]) -> dict[int, str]:
     for r in conn.execute(SUPPRESSED_SQL, {"ids": person_ids}):
         out.setdefault(r.person_id, f"suppressed:{r.kind}:{r.reason}")
     return out
-
-
-def timezones(conn: sa.Connection, person_ids: list[int]) -> dict[int, str]:
-    return {r.id: r.timezone for r in conn.execute(
-        sa.text("SELECT id, timezone FROM people WHERE id = ANY(:ids) AND timezone IS NOT NULL"), {"ids": person_ids})}
 
 
 def winners(conn: sa.Connection, version_ids) -> dict[tuple[int, str], str]:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from outreach.engine import metrics, signals
+from outreach.engine import alerts, metrics, signals
 from outreach.engine.experiments import decide_winners
 from outreach.engine.advance import AdvanceConfig, advance_account, new_owner
 from outreach.providers import registry
@@ -88,6 +88,10 @@ def advance(engine: sa.Engine, account_ids: list[int], now: datetime, config: Ad
         sub = AdvanceConfig(**{**cfg.__dict__, "max_actions": None if cfg.max_actions is None
                                else cfg.max_actions - counts["attempted"]})
         client = registry.build(acc.provider, acc.conn_id)
+        if acc.provider == "linkedin" and not cfg.dry_run and acc.status == "ACTIVE":
+            from outreach.providers.linkedin import withdraw_stale_invitations
+
+            counts.update(withdraw_stale_invitations(engine, acc, client, now))
         c = advance_account(engine, acc, client, now=now, config=sub, owner=owner)
         log.info("account %s: %s", acc.name, _line(c))
         counts.update(c)
@@ -118,6 +122,7 @@ def run_tick(engine: sa.Engine, now: datetime, providers: list[str] | None = Non
     if not dry_run:
         summary["metrics"] = aggregate(engine, now - timedelta(days=1), now)
         summary["experiments"] = decide_winners(engine, now)
+        summary["alerts"] = alerts.check_accounts(engine, now)  # pause accounts failing too often (ALERT event)
     return summary
 
 

@@ -53,4 +53,23 @@ class TwitterAdvanceOperator(AdvanceOperator):
     provider = "x"
 
 
-OPERATORS: dict[str, type[AdvanceOperator]] = {"x": TwitterAdvanceOperator}
+class LinkedInAdvanceOperator(AdvanceOperator):
+    """Connection requests (optional note) and DMs on LinkedIn through the gateway; stale invitations withdrawn."""
+
+    provider = "linkedin"
+
+
+class XmtpAdvanceOperator(AdvanceOperator):
+    """XMTP DMs through the gateway for a batch of XMTP sender accounts."""
+
+    provider = "xmtp"
+
+
+class EmailAdvanceOperator(AdvanceOperator):
+    """Emails through Airflow's SMTP hook for a batch of email sender accounts."""
+
+    provider = "email"
+
+
+OPERATORS: dict[str, type[AdvanceOperator]] = {"x": TwitterAdvanceOperator, "linkedin": LinkedInAdvanceOperator,
+                                               "xmtp": XmtpAdvanceOperator, "email": EmailAdvanceOperator}

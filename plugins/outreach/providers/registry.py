@@ -6,7 +6,7 @@ from typing import Callable
 from outreach.domain.model import ACTION_PROVIDERS
 from outreach.providers.base import RateInfo
 
-IMPLEMENTED = ("x",)
+IMPLEMENTED = ("x", "linkedin", "xmtp", "email")
 
 
 def action_types(provider: str) -> list[str]:
@@ -19,4 +19,16 @@ def build(provider: str, conn_id: str, on_rate: Callable[[RateInfo], None] | Non
         from outreach.providers.x import XHook
 
         return XHook(x_conn_id=conn_id, on_rate=on_rate).get_provider()
-    raise NotImplementedError(f"provider {provider!r} is not implemented yet (implemented: {', '.join(IMPLEMENTED)})")
+    if provider == "linkedin":
+        from outreach.providers.linkedin import LinkedInHook
+
+        return LinkedInHook(linkedin_conn_id=conn_id, on_rate=on_rate).get_provider()
+    if provider == "xmtp":
+        from outreach.providers.xmtp import XmtpHook
+
+        return XmtpHook(xmtp_conn_id=conn_id, on_rate=on_rate).get_provider()
+    if provider == "email":
+        from outreach.providers.email import EmailHook
+
+        return EmailHook(smtp_conn_id=conn_id).get_provider()
+    raise NotImplementedError(f"provider {provider!r} is not implemented (implemented: {', '.join(IMPLEMENTED)})")

@@ -23,6 +23,9 @@ Control endpoints (no auth): ``GET|POST /_sandbox/clock``, ``GET|POST /_sandbox/
 
 Simulated recipients are deterministic from ``sha256(f"{seed}:{recipient_id}:{purpose}")``;
 see :meth:`SandboxState.predict`.
+
+The LinkedIn and XMTP messaging-gateway shapes are served under ``/linkedin/v1/...`` and ``/xmtp/v1/...`` by
+:mod:`outreach.sandbox.gateways` (same clock, call log and summary; shapes in docs/providers.md).
 """
 from __future__ import annotations
 
@@ -302,6 +305,9 @@ class SandboxState:
         self._n_dms = 0
         self._n_unfollows = 0
         self._faults = None
+        from outreach.sandbox.gateways import Gateways
+
+        self.gateways = Gateways(self)  # the LinkedIn and XMTP gateway shapes (sandbox/gateways.py)
 
     def reset(self) -> None:
         """Clear all state (follows, DMs, calls, rate limits, faults); keep seed and clock."""
@@ -348,12 +354,15 @@ class SandboxState:
     def calls(self, since: int = 0) -> list[dict]:
         """Recorded /2/ calls with ``seq > since`` (copies)."""
         with self._lock:
-            return [dict(c) for c in self._calls if c["seq"] > since]
+            own = [dict(c) for c in self._calls if c["seq"] > since]
+            gateways = self.gateways
+        return sorted(own + gateways.calls_since(since), key=lambda c: c["seq"])
 
     def summary(self) -> dict:
+        gateways = self.gateways.summary()
         with self._lock:
             now = self._now_ms()
-            return {
+            return {**gateways,
                 "follows": self._n_follow_calls,
                 "unique_follows": len(self._ever_followed),
                 "dms": self._n_dms,
@@ -605,6 +614,8 @@ class SandboxState:
         path, _, qs = target.partition("?")
         if path.startswith("/2/"):
             return self._handle_api(method.upper(), path, qs, body, authorization)
+        if path.startswith(("/linkedin/v1/", "/xmtp/v1/")):
+            return self.gateways.handle(method.upper(), path, qs, body, authorization)
         if path == "/_sandbox" or path.startswith("/_sandbox/"):
             return self._handle_admin(method.upper(), path, qs, body)
         return SandboxResponse(404, _problem(404, "Not Found", f"No route for {method} {path}"))

@@ -79,3 +79,29 @@ def get_engine(url: str | None = None) -> sa.Engine:
 def describe(url: str) -> str:
     """The URL without its password, safe to log."""
     return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def recreate_database(base_url: str, name: str) -> str:
+    """Drop and create database ``name`` on the server of ``base_url``; return its URL (demo, tests, benches)."""
+    base = sa.engine.make_url(base_url)
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    finally:
+        admin.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+def fresh_database(base_url: str, name: str) -> str:
+    """A new, empty database with the schema applied."""
+    from outreach.store import migrate
+
+    url = recreate_database(base_url, name)
+    engine = sa.create_engine(url)
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    return url

@@ -187,9 +187,12 @@ def import_leads(conn: sa.Connection, seq_row, seq: SequenceDef, rows: list[dict
               ON (x.kind = i.kind AND x.value = i.value)
               OR (x.kind = 'domain' AND i.kind = 'email' AND x.value = split_part(i.value, '@', 2))
             WHERE i.person_id = s.person_id)""")).rowcount
+    cooldown = seq.extras.get("contact_cooldown", 30 * 86400)
     contacted = conn.execute(sa.text("""
         SELECT s.line FROM lead_stage s WHERE EXISTS (
-            SELECT 1 FROM events ev WHERE ev.person_id = s.person_id AND ev.kind = 'SENT')""")).scalars().all()
+            SELECT 1 FROM events ev WHERE ev.person_id = s.person_id AND ev.kind = 'SENT'
+              AND ev.occurred_at > CAST(:now AS timestamptz) - make_interval(secs => :cooldown))"""),
+        {"now": now, "cooldown": cooldown}).scalars().all()
     report.already_contacted = len(contacted)
     if seq.exclude_already_contacted and contacted:
         conn.execute(sa.text("DELETE FROM lead_stage WHERE line = ANY(:l)"), {"l": list(contacted)})

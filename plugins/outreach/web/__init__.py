@@ -1,0 +1,1 @@
+"""The outreach dashboard (FastAPI, server-rendered HTML, inline SVG charts). See ``outreach.web.app``."""
