@@ -112,3 +112,16 @@ triggers:
         st = dict(c.execute(sa.text("""SELECT s.name, e.ended_reason FROM enrollments e
             JOIN sequences s ON s.id = e.sequence_id""")).all())
     assert st["by-x"] == "replied_elsewhere"
+
+
+def test_a_block_on_x_or_linkedin_suppresses_that_identity(engine, gateways):
+    x_seq = one_step("x-one", "x-main", CHANNELS["x"][1])
+    li_seq = one_step("li-one", "li-main", CHANNELS["linkedin"][1])
+    setup(engine, x_seq, accounts_yaml=ACCOUNTS, leads=[{"name": "Bea Blocker", "twitter_id": "40319777"}])
+    setup(engine, li_seq, accounts_yaml=ACCOUNTS, leads=[{"name": "Lin Blocker", "linkedin_id": "blocked-42"}])
+    cycle(engine, gateways, "2026-01-05T09:00:00Z", ["x", "linkedin"])
+    with engine.connect() as c:
+        sup = set(c.execute(sa.text("SELECT kind, value, reason FROM suppressions")).all())
+        failed = set(c.execute(sa.text("SELECT ended_reason FROM enrollments")).scalars().all())
+    assert ("twitter", "40319777", "blocked_us") in sup and ("linkedin", "blocked-42", "blocked_us") in sup
+    assert failed == {"blocked"}

@@ -5,6 +5,7 @@ calls run with no transaction open; commit 2 records every outcome, fenced on (l
 """
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -21,6 +22,7 @@ from outreach.domain.pacing import backoff_seconds
 from outreach.engine import gate
 from outreach.engine.budget import Budget, account_limits, feedback, refund
 from outreach.engine.compose import compose, variables_for
+from outreach.engine.signals import IDENTITY_KIND
 from outreach.providers.base import AccountError, PermanentError, RateLimited, RetryableError
 from outreach.providers.registry import action_types
 from outreach.store import catalog, steps
@@ -191,7 +193,7 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
                                      "AND first_send_at IS NULL"), {"t": now, "a": account.id})
             counts["attempted"] += len(gos)
         # ---- commit 1 done: intents are durable. Provider calls, with no transaction open. ----
-        outcomes, released, release_at = [], [], None
+        outcomes, released, release_at, blocks = [], [], None, []
         stop: str | None = None
         rate_info = None
         spacing = account.spacing or {}
@@ -251,6 +253,9 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
                 outcomes.append(_end(r, "FAILED", "FAILED", e.reason, now, variant=g.variant,
                                      dedupe=f"out:{r.id}:{r.current_step}", data={"detail": e.detail[:300]}))
                 counts["failed:" + e.reason] += 1
+                kind = IDENTITY_KIND.get(account.provider)
+                if e.reason == "blocked" and g.recipient.get(kind):  # a block suppresses that identity
+                    blocks.append({"kind": kind, "value": g.recipient[kind], "source": f"block:{account.name}"})
                 continue
             info = getattr(provider_client.client, "last_rate", {}).get(ENDPOINT_OF.get(action_type, ""))
             if info is not None and info.remaining == 0:
@@ -284,6 +289,12 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
                 if until:
                     log.info("account %s %s blocked until %s (provider limit)", account.name, action_type,
                              until.isoformat())
+            if blocks:
+                conn.execute(sa.text("""
+                    INSERT INTO suppressions (kind, value, reason, source, created_at)
+                    SELECT kind, value, 'blocked_us', source, :now
+                    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(kind text, value text, source text)
+                    ON CONFLICT (kind, value) DO NOTHING"""), {"rows": json.dumps(blocks), "now": now})
             if stop == "account_error":
                 conn.execute(sa.text("UPDATE sender_accounts SET blocked_until = :t WHERE id = :a"),
                              {"t": now + timedelta(hours=1), "a": account.id})

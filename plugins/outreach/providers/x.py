@@ -111,6 +111,8 @@ class XClient:
         if "resource-not-found" in text or status == 404 or "not found" in text:
             raise PermanentError("user_not_found", detail, status)
         if status == 403:
+            if "blocked" in text:  # the user blocked this account: the engine suppresses the identity
+                raise PermanentError("blocked", detail, status)
             if "message" in text or endpoint == "dm":
                 raise PermanentError("dms_closed", detail, status)
             raise PermanentError("protected_account", detail, status)

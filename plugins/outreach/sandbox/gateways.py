@@ -167,6 +167,8 @@ class Gateways:
                 return 200, {"invitation": self._li_view(same, now), "replayed": True}
             if rcpt.startswith("404"):
                 return _err(404, "recipient_not_found", f"no member {rcpt}")
+            if rcpt.startswith("blocked"):  # a member who blocked the account
+                return _err(403, "blocked", f"{rcpt} has blocked {acc}")
             recent = [i for i in self.li_invitations.values() if i["account_id"] == acc and i["created"] > now - WEEK]
             if len(recent) >= INVITES_PER_WEEK:
                 return _err(429, "rate_limited", "weekly invitation limit reached")
@@ -218,6 +220,8 @@ class Gateways:
                 return 200, {"message": same["view"], "replayed": True}
             if rcpt.startswith("404"):
                 return _err(404, "recipient_not_found", f"no member {rcpt}")
+            if rcpt.startswith("blocked"):  # a member who blocked the account
+                return _err(403, "blocked", f"{rcpt} has blocked {acc}")
             if not any(i["account_id"] == acc and i["recipient_id"] == rcpt and self._li_status(i, now) == "accepted"
                        for i in self.li_invitations.values()):
                 return _err(403, "not_connected", f"{rcpt} is not a connection of {acc}")

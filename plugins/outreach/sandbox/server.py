@@ -493,6 +493,9 @@ class SandboxState:
             return (*_invalid("You cannot follow yourself."), False, target, None)
         if target.startswith("404"):
             return (*_not_found(target, "target_user_id"), False, target, None)
+        if target.startswith("40319"):  # a user who blocked us
+            return (403, _problem(403, "Forbidden", "You have been blocked from following this account at the "
+                                                     "request of the user."), False, target, None)
         if target.startswith("403"):
             return (403, _problem(403, "Forbidden", "You cannot follow this user because they are protected."),
                     False, target, None)
@@ -534,6 +537,8 @@ class SandboxState:
             return (*_invalid("You cannot send a direct message to yourself."), False, participant, text)
         if participant.startswith("404"):
             return (*_not_found(participant, "participant_id"), False, participant, text)
+        if participant.startswith("40319"):  # a user who blocked us
+            return (403, _problem(403, "Forbidden", "You have been blocked by this user."), False, participant, text)
         if participant.startswith("403"):
             return (403, _problem(403, "Forbidden", "You cannot send messages to this user."),
                     False, participant, text)
