@@ -79,3 +79,16 @@ def test_without_a_configured_secret_everything_is_refused(engine, monkeypatch):
     r = TestClient(app).post(f"/unsubscribe?token={unsubscribe_token(1, SECRET)}")
     assert r.status_code == 400
     unsub._secret.cache_clear()
+
+
+def test_the_dashboard_app_serves_the_unsubscribe_endpoint(engine, monkeypatch):
+    from outreach.web.app import create_app
+
+    monkeypatch.setenv("AIRFLOW_CONN_OUTREACH_UNSUBSCRIBE",
+                       json.dumps({"conn_type": "http", "host": "https://example.test", "password": SECRET}))
+    unsub._secret.cache_clear()
+    setup(engine, SEQ, leads=[{"name": "Ada Lovelace", "twitter_id": "77001", "email": "ada@example.com"}])
+    client = TestClient(create_app(engine))
+    assert client.post(f"/unsubscribe?token={unsubscribe_token(1, SECRET)}").status_code == 200
+    assert client.post("/unsubscribe?token=bad").status_code == 400
+    unsub._secret.cache_clear()

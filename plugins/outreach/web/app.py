@@ -57,6 +57,11 @@ def create_app(engine: sa.Engine | None = None) -> FastAPI:
             app.state.engine = get_engine()
         return app.state.engine
 
+    # RFC 8058 one-click unsubscribe (the List-Unsubscribe URL of our emails points here)
+    from outreach.web import unsubscribe
+
+    app.include_router(unsubscribe.router(db))
+
     def page(name: str, root: str, status: int = 200, **ctx) -> HTMLResponse:
         html = env.get_template(name).render(root=root, **ctx)
         return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
