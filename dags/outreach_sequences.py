@@ -24,6 +24,7 @@ from airflow.sdk import DAG, Param, task
 
 from outreach.notifiers import OutreachNotifier
 from outreach.operators.advance import OPERATORS
+from outreach.store.catalog import cached_sequence_names
 
 PROVIDERS = tuple(OPERATORS)
 
@@ -45,7 +46,11 @@ with DAG(
     },
     on_failure_callback=OutreachNotifier(event="dag_run_failed"),
     params={
-        "sequences": Param([], type="array", items={"type": "string"}, description="only these sequences"),
+        # a multi-select of the sequences `outreach sequences apply` has seen (a small file, never a DB query
+        # at parse time); any name may still be typed
+        "sequences": Param([], type="array", items={"type": "string"}, uniqueItems=True,
+                           description="only these sequences",
+                           **({"examples": names} if (names := cached_sequence_names()) else {})),
         "providers": Param([], type="array", items={"type": "string", "enum": list(PROVIDERS)},
                            description="only these providers"),
         "dry_run": Param(False, type="boolean", description="decide and log, send nothing"),

@@ -94,6 +94,7 @@ def cmd_sequences_apply(args) -> int:
     with engine.begin() as conn:
         seq = _parse_seq(args.file, conn)
         version, published = catalog.apply_sequence(conn, seq, source_file=str(args.file))
+        catalog.write_sequence_names(conn)
     print(f"sequence {seq.name}: " + (f"published version {version}" if published
                                       else f"unchanged (version {version})"))
     return 0
@@ -104,6 +105,7 @@ def cmd_sequences_status(args, status: str) -> int:
 
     with _engine().begin() as conn:
         catalog.set_sequence_status(conn, args.name, status)  # NotFound: exit 2 with its message
+        catalog.write_sequence_names(conn)
     print(f"sequence {args.name}: {status}")
     return 0
 

@@ -198,3 +198,21 @@ def test_winner_is_recorded_once_enough_sample(engine, sandbox):
     with engine.connect() as c:
         ev = c.execute(sa.text("SELECT variant, data FROM events WHERE kind = 'VARIANT_WINNER'")).one()
     assert ev.variant == "b" and "z-test" in ev.data["test"]
+
+
+def test_applied_sequences_feed_the_dag_trigger_forms_multi_select(engine, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from outreach.store import db
+
+    monkeypatch.setattr(db, "STATE_DIR", tmp_path)
+    setup(engine, SEQ, n=1)
+    seq_file = tmp_path / "s.yaml"
+    seq_file.write_text(SEQ.replace("name: nurture", "name: another"))
+    assert main(["sequences", "apply", str(seq_file)]) == 0
+    assert catalog.cached_sequence_names() == ["another", "nurture"]
+    spec = importlib.util.spec_from_file_location("dag_under_test", "dags/outreach_sequences.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    schema = module.dag.params.get_param("sequences").schema
+    assert schema["examples"] == ["another", "nurture"] and schema["type"] == "array"

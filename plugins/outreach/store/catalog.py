@@ -123,3 +123,29 @@ def latest_version(conn: sa.Connection, name: str):
     if not row:
         raise NotFound(f"no sequence named {name!r}; apply it first with `outreach sequences apply FILE.yaml`")
     return row
+
+
+NAMES_FILE = "sequence_names.json"
+
+
+def write_sequence_names(conn: sa.Connection) -> None:
+    """Cache the sequence names in the state directory for the DAG's trigger form (a multi-select), so that
+    parsing the DAG never queries the database. Best effort: a read-only state directory just skips it."""
+    from outreach.store.db import STATE_DIR
+
+    names = [r[0] for r in conn.execute(sa.text("SELECT name FROM sequences WHERE status <> 'ARCHIVED' ORDER BY name"))]
+    try:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        (STATE_DIR / NAMES_FILE).write_text(json.dumps(names))
+    except OSError:
+        pass
+
+
+def cached_sequence_names() -> list[str]:
+    from outreach.store.db import STATE_DIR
+
+    try:
+        names = json.loads((STATE_DIR / NAMES_FILE).read_text())
+        return [n for n in names if isinstance(n, str)]
+    except (OSError, ValueError):
+        return []
