@@ -60,6 +60,8 @@ def smtp_sink():
 def mail_conns(smtp_sink, dovecot, monkeypatch):
     from outreach.sandbox.mail import IMAP_PASSWORD, IMAP_USER
 
+    dovecot.clear()  # the server lives for the session; each test starts from an empty mailbox
+
     monkeypatch.setenv("AIRFLOW_CONN_MAIL_MAIN", json.dumps({
         "conn_type": "smtp", "host": "127.0.0.1", "port": smtp_sink.port,
         "extra": {"disable_ssl": True, "disable_tls": True, "retry_limit": 0, "timeout": 10,

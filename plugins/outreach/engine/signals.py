@@ -96,9 +96,11 @@ LEFT JOIN LATERAL (
                                                WHEN 'email' THEN 'email' WHEN 'xmtp' THEN 'xmtp' END
                               AND i.value = sig.external_id)
             -- an email answering our Message-ID <outreach.{enrollment}...> names its enrolment, whatever address
-            -- it came from
+            -- it came from, provided that Message-ID is one we recorded as sent to it
             OR (sig.provider = 'email'
-                AND e.id = CAST(substring(sig.conversation_id from '^<outreach\\.([0-9]+)\\.') AS bigint)))
+                AND e.id = CAST(substring(sig.conversation_id from '^<outreach\\.([0-9]+)\\.') AS bigint)
+                AND EXISTS (SELECT 1 FROM events ev WHERE ev.enrollment_id = e.id AND ev.kind = 'SENT'
+                            AND ev.provider_ref = sig.conversation_id)))
     ) c WHERE c.pick = 1
 ) m ON true
 ORDER BY sig.id

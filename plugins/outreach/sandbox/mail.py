@@ -131,6 +131,19 @@ service imap-login {{
                 self.proc.kill()
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def clear(self, mailbox: str = "INBOX") -> None:
+        """Delete every message (tests start from an empty mailbox; UIDs keep growing, as on a real server)."""
+        import imaplib
+
+        c = imaplib.IMAP4("127.0.0.1", self.port)
+        c.login(IMAP_USER, IMAP_PASSWORD)
+        c.select(mailbox)
+        typ, data = c.uid("SEARCH", None, "ALL")
+        if typ == "OK" and data and data[0]:
+            c.uid("STORE", b",".join(data[0].split()).decode(), "+FLAGS", "(\\Deleted)")
+            c.expunge()
+        c.logout()
+
     def append(self, raw: bytes, mailbox: str = "INBOX") -> None:
         import imaplib
 
