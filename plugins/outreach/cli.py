@@ -273,7 +273,7 @@ def cmd_lead_show(args) -> int:
             SELECT occurred_at, kind, step, variant, attempt, reason, provider_ref, data FROM events
             WHERE enrollment_id = :id ORDER BY occurred_at, id"""), {"id": args.id}).all()
     print(f"enrollment {e.id}: {e.person or '(no name)'} in {e.sequence} v{e.version} via {e.account or '-'}")
-    print(f"  identities: " + ", ".join(f"{i.kind}={i.value}" for i in ids))
+    print("  identities: " + ", ".join(f"{i.kind}={i.value}" for i in ids))
     print(f"  status {e.status}" + (f" ({e.ended_reason})" if e.ended_reason else "")
           + f"; step {e.current_step} ({e.phase}); next run {e.next_run_at.isoformat() if e.next_run_at else '-'}"
           + ("; IN FLIGHT: awaiting reconcile" if e.in_flight else ""))

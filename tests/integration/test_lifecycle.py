@@ -1,11 +1,9 @@
 """Sequence lifecycle: pinned versions, explicit migrations, pause/resume, audience snapshots, opt-outs, winners."""
 from __future__ import annotations
 
-import json
 import os
 import textwrap
 
-import pytest
 import sqlalchemy as sa
 
 from outreach.cli import main

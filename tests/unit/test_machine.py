@@ -7,7 +7,6 @@ from __future__ import annotations
 import textwrap
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from outreach.domain import machine
 from outreach.domain.sequence import parse_sequence

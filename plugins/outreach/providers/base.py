@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 
 
 @dataclass
@@ -13,6 +13,22 @@ class RateInfo:
     limit: int | None
     remaining: int | None
     reset_at: datetime | None
+
+
+def rate_info(endpoint: str, headers) -> RateInfo | None:
+    """``x-rate-limit-limit/-remaining/-reset`` (epoch seconds) from a response's headers, if present."""
+    if "x-rate-limit-remaining" not in headers:
+        return None
+
+    def _int(name: str) -> int | None:
+        try:
+            return int(headers[name])
+        except (KeyError, ValueError):
+            return None
+
+    reset = _int("x-rate-limit-reset")
+    return RateInfo(endpoint, _int("x-rate-limit-limit"), _int("x-rate-limit-remaining"),
+                    datetime.fromtimestamp(reset, timezone.utc) if reset else None)
 
 
 @dataclass

@@ -28,7 +28,6 @@ import smtplib
 import socket
 from datetime import datetime, timezone
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
-from typing import Any
 
 from outreach.domain import templates
 from outreach.providers.base import AccountError, PermanentError, RetryableError, SendResult, Signal

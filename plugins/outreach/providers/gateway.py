@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import requests
 
-from outreach.providers.base import AccountError, PermanentError, RateInfo, RateLimited, RetryableError
+from outreach.providers.base import AccountError, PermanentError, RateInfo, RateLimited, RetryableError, rate_info
 
 
 def parse_time(s: str | None) -> datetime | None:
@@ -74,19 +74,9 @@ class GatewayClient:
         raise PermanentError(code, detail, status)
 
     def _read_rate(self, endpoint: str, resp: requests.Response) -> None:
-        h = resp.headers
-        if "x-rate-limit-remaining" not in h:
+        info = rate_info(endpoint, resp.headers)
+        if info is None:
             return
-
-        def _int(name: str) -> int | None:
-            try:
-                return int(h[name])
-            except (KeyError, ValueError):
-                return None
-
-        reset = _int("x-rate-limit-reset")
-        info = RateInfo(endpoint, _int("x-rate-limit-limit"), _int("x-rate-limit-remaining"),
-                        datetime.fromtimestamp(reset, timezone.utc) if reset else None)
         self.last_rate[endpoint] = info
         if self.on_rate:
             self.on_rate(info)

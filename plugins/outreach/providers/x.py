@@ -8,7 +8,7 @@ against Airflow's constraints buys nothing for five endpoints. See docs/architec
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import cached_property
 from typing import Any, Callable, Iterator
 
@@ -22,6 +22,7 @@ from outreach.providers.base import (
     RetryableError,
     SendResult,
     Signal,
+    rate_info,
 )
 
 try:  # the hook needs Airflow; the client does not
@@ -72,23 +73,9 @@ class XClient:
         raise AssertionError("unreachable")
 
     def _read_rate(self, endpoint: str, resp: requests.Response) -> None:
-        h = resp.headers
-        if "x-rate-limit-remaining" not in h:
+        info = rate_info(endpoint, resp.headers)
+        if info is None:
             return
-
-        def _int(name: str) -> int | None:
-            try:
-                return int(h[name])
-            except (KeyError, ValueError):
-                return None
-
-        reset = _int("x-rate-limit-reset")
-        info = RateInfo(
-            endpoint=endpoint,
-            limit=_int("x-rate-limit-limit"),
-            remaining=_int("x-rate-limit-remaining"),
-            reset_at=datetime.fromtimestamp(reset, timezone.utc) if reset else None,
-        )
         self.last_rate[endpoint] = info
         if self.on_rate:
             self.on_rate(info)
