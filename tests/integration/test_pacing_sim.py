@@ -148,3 +148,28 @@ def test_random_gap_spaces_consecutive_sends(engine, sandbox):
     tick.advance(engine, [tick.accounts(engine)[0].id], START)
     assert sum(1 for c in sandbox.calls() if c["effect"]) == 3
     assert _time.monotonic() - started >= 0.4  # two gaps between three sends
+
+
+def test_a_simulated_week_stays_under_every_window_and_never_idles_with_budget(engine, sandbox):
+    from outreach.engine.budget import Budget
+
+    setup(engine, ONE_DM, leads=leads(7000))
+    acc = tick.accounts(engine)[0]
+    idle = 0
+    for i in range(7 * 24):  # hourly ticks for a week
+        now = START + timedelta(hours=i)
+        sandbox.clock(now.isoformat())
+        tick.advance(engine, [acc.id], now)
+        with engine.begin() as c:
+            due = c.execute(sa.text("SELECT count(*) FROM enrollments WHERE status = 'ACTIVE' "
+                                    "AND next_run_at <= :now"), {"now": now}).scalar()
+            if due and Budget(c, acc.id, "SEND_TWITTER_DM", acc.limits, now).available() > 0:
+                idle += 1
+            c.rollback()
+    w = dm_windows(sandbox)
+    assert not [c for c in sandbox.calls() if c["status"] == 429]
+    assert max(n for (k, _), n in w.items() if k == "15min") <= 200
+    assert max(n for (k, _), n in w.items() if k == "day") <= 1000
+    sent = sum(n for (k, _), n in w.items() if k == "day")
+    allowed = 7 * pacing.effective_limits("SEND_TWITTER_DM", None)["per_day"]  # 6300: the daily cap binds
+    assert sent >= 0.9 * allowed and idle == 0
