@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,8 +21,8 @@ def use_venv() -> None:
 
 # The engine clock of every measurement: a Wednesday noon, UTC. The metrics day is a week earlier so the tick's
 # own rollup (yesterday and today) does not include the 10M-event day.
-NOW = datetime(2026, 3, 4, 12, 0, tzinfo=timezone.utc)
-METRICS_DAY = datetime(2026, 2, 25, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
+METRICS_DAY = datetime(2026, 2, 25, tzinfo=UTC)
 
 
 class _NoopClient:
@@ -82,7 +82,6 @@ def database_url(server: str, name: str) -> str:
 def fresh_database(server: str, name: str) -> str:
     """Drop and create ``name`` on the server, apply the project's migrations; returns its URL."""
     import sqlalchemy as sa
-
     from outreach.store import migrate
 
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")

@@ -30,26 +30,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import METRICS_DAY, NOW, ROOT, NoopProvider, use_venv  # noqa: E402
+from common import METRICS_DAY, NOW, ROOT, NoopProvider, use_venv
 
 use_venv()
 
-import sqlalchemy as sa  # noqa: E402
-
-import common  # noqa: E402
-import workload  # noqa: E402
+import common
+import sqlalchemy as sa
+import workload
 
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 T0 = time.monotonic()
@@ -186,7 +183,7 @@ def advance_phase(url: str, label: str, rounds: int, v1_cap: int, profile: str |
     ref_w.call(op="floor", accounts=[accs[5]], now=NOW.isoformat())
     for k in range(rounds):
         part = {name: [accs[i] for i in sorted(accs) if i % 10 in r and (i // 10) % rounds == k and i not in warm]
-                for name, r in (("engine", range(0, 5)), ("floor", range(5, 9)), ("v1", range(9, 10)))}
+                for name, r in (("engine", range(5)), ("floor", range(5, 9)), ("v1", range(9, 10)))}
         order = ["engine", "floor", "v1"] if k % 2 == 0 else ["v1", "floor", "engine"]
         for name in order:
             if name == "engine":
@@ -767,7 +764,7 @@ def main() -> int:
 def report(R: dict, sizes: Sizes, builds: dict) -> tuple[list, list]:
     rows: list[tuple] = []
     notes: list[str] = []
-    k = lambda n: f"{n / 1000:,.0f}k" if n < 1_000_000 else f"{n / 1_000_000:,.1f}M"  # noqa: E731
+    k = lambda n: f"{n / 1000:,.0f}k" if n < 1_000_000 else f"{n / 1_000_000:,.1f}M"
     big, small = k(sizes.n), k(sizes.n_small)
     if "advance" in R:
         a = R["advance"]["main"]

@@ -22,11 +22,11 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import NoopProvider, use_venv  # noqa: E402
+from common import NoopProvider, use_venv
 
 use_venv()
 
-import sqlalchemy as sa  # noqa: E402
+import sqlalchemy as sa
 
 
 def maxrss_mb() -> float:

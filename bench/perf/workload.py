@@ -18,7 +18,6 @@ import time
 from datetime import timedelta
 
 import sqlalchemy as sa
-
 from common import METRICS_DAY, NOW
 
 N_SEQUENCES = 100
@@ -368,4 +367,4 @@ def vacuum(url: str, *tables: str) -> None:
     eng.dispose()
 
 
-__all__ = ["build", "NOW", "METRICS_DAY", "timedelta"]
+__all__ = ["METRICS_DAY", "NOW", "build", "timedelta"]
