@@ -89,18 +89,19 @@ LEFT JOIN LATERAL (
                e.last_action_at, e.variants, e.next_run_at, (e.lease_owner IS NOT NULL AND e.lease_expires_at > :now) AS leased,
                rank() OVER (ORDER BY (e.status = 'ACTIVE') DESC,
                             CASE WHEN e.status = 'ACTIVE' THEN 0 ELSE e.id END DESC) AS pick
-        FROM enrollments e
-        WHERE e.accounts ->> sig.provider = sig.account_id::text AND (
-            e.person_id IN (SELECT i.person_id FROM identities i
-                            WHERE i.kind = CASE sig.provider WHEN 'x' THEN 'twitter' WHEN 'linkedin' THEN 'linkedin'
-                                               WHEN 'email' THEN 'email' WHEN 'xmtp' THEN 'xmtp' END
-                              AND i.value = sig.external_id)
-            -- an email answering our Message-ID <outreach.{enrollment}...> names its enrolment, whatever address
-            -- it came from, provided that Message-ID is one we recorded as sent to it
-            OR (sig.provider = 'email'
-                AND e.id = CAST(substring(sig.conversation_id from '^<outreach\\.([0-9]+)\\.') AS bigint)
-                AND EXISTS (SELECT 1 FROM events ev WHERE ev.enrollment_id = e.id AND ev.kind = 'SENT'
-                            AND ev.provider_ref = sig.conversation_id)))
+        -- a UNION of two index-driven branches: an OR here forced a scan of all enrollments per signal
+        FROM (SELECT e1.* FROM identities i JOIN enrollments e1 ON e1.person_id = i.person_id
+              WHERE i.kind = CASE sig.provider WHEN 'x' THEN 'twitter' WHEN 'linkedin' THEN 'linkedin'
+                                 WHEN 'email' THEN 'email' WHEN 'xmtp' THEN 'xmtp' END
+                AND i.value = sig.external_id
+              UNION
+              -- an email answering our Message-ID <outreach.{enrollment}...>, provided we recorded it as sent
+              SELECT e2.* FROM enrollments e2
+              WHERE sig.provider = 'email'
+                AND e2.id = CAST(substring(sig.conversation_id from '^<outreach\\.([0-9]+)\\.') AS bigint)
+                AND EXISTS (SELECT 1 FROM events ev WHERE ev.enrollment_id = e2.id AND ev.kind = 'SENT'
+                            AND ev.provider_ref = sig.conversation_id)) e
+        WHERE e.accounts ->> sig.provider = sig.account_id::text
     ) c WHERE c.pick = 1
 ) m ON true
 ORDER BY sig.id
