@@ -89,3 +89,28 @@ class AccountError(RetryableError):
 
     def __init__(self, reason: str, detail: str = "", status: int | None = None):
         super().__init__(reason, detail, status, maybe_landed=False)
+
+
+class BearerHTTPClient:
+    """A ``requests`` session with a bearer credential; reads the rate-limit headers of every response.
+    The X client and the messaging-gateway clients build on it."""
+
+    def __init__(self, base_url: str, token: str, timeout: float = 10.0, on_rate=None, conn_id: str = "?"):
+        import requests
+
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.on_rate = on_rate
+        self.conn_id = conn_id
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session.headers["User-Agent"] = "outreach-engine/0.1"
+        self.last_rate: dict[str, RateInfo] = {}
+
+    def _read_rate(self, endpoint: str, resp) -> None:
+        info = rate_info(endpoint, resp.headers)
+        if info is None:
+            return
+        self.last_rate[endpoint] = info
+        if self.on_rate:
+            self.on_rate(info)

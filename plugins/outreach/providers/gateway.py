@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import requests
 
-from outreach.providers.base import AccountError, PermanentError, RateInfo, RateLimited, RetryableError, rate_info
+from outreach.providers.base import AccountError, BearerHTTPClient, PermanentError, RateInfo, RateLimited, RetryableError
 
 
 def parse_time(s: str | None) -> datetime | None:
@@ -27,19 +27,12 @@ def conn_base_url(conn, default: str) -> str:
     return host
 
 
-class GatewayClient:
+class GatewayClient(BearerHTTPClient):
     """``requests`` session with a bearer API key, rate-limit headers read on every response."""
 
     def __init__(self, base_url: str, api_key: str, timeout: float = 10.0,
                  on_rate: Callable[[RateInfo], None] | None = None, conn_id: str = "?"):
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self.on_rate = on_rate
-        self.conn_id = conn_id
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {api_key}"
-        self.session.headers["User-Agent"] = "outreach-engine/0.1"
-        self.last_rate: dict[str, RateInfo] = {}
+        super().__init__(base_url, api_key, timeout, on_rate, conn_id)
         self.requests = 0  # how many HTTP requests this client made (polling cost, tests)
 
     def request(self, method: str, path: str, endpoint: str, **kw: Any) -> dict:
@@ -72,14 +65,6 @@ class GatewayClient:
         if status >= 500:
             raise RetryableError("server_error", f"{status} {detail}", status, maybe_landed=method != "GET")
         raise PermanentError(code, detail, status)
-
-    def _read_rate(self, endpoint: str, resp: requests.Response) -> None:
-        info = rate_info(endpoint, resp.headers)
-        if info is None:
-            return
-        self.last_rate[endpoint] = info
-        if self.on_rate:
-            self.on_rate(info)
 
     def pages(self, path: str, endpoint: str, key: str, params: dict, cursor: str | None
               ) -> tuple[list[dict], str | None]:

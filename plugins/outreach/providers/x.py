@@ -16,13 +16,13 @@ import requests
 
 from outreach.providers.base import (
     AccountError,
+    BearerHTTPClient,
     PermanentError,
     RateInfo,
     RateLimited,
     RetryableError,
     SendResult,
     Signal,
-    rate_info,
 )
 
 try:  # the hook needs Airflow; the client does not
@@ -39,21 +39,10 @@ def _parse_time(s: str) -> datetime:
     return datetime.fromisoformat(s.replace("Z", "+00:00"))
 
 
-class XClient:
+class XClient(BearerHTTPClient):
     """The five X API v2 calls the engine needs, with pagination and rate-limit headers on every response."""
 
     provider = "x"
-
-    def __init__(self, base_url: str, token: str, timeout: float = 10.0,
-                 on_rate: Callable[[RateInfo], None] | None = None, conn_id: str = "?"):
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self.on_rate = on_rate
-        self.conn_id = conn_id
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {token}"
-        self.session.headers["User-Agent"] = "outreach-engine/0.1"
-        self.last_rate: dict[str, RateInfo] = {}
 
     # -- transport -------------------------------------------------------------------
     def _request(self, method: str, path: str, endpoint: str, **kw: Any) -> dict:
@@ -71,14 +60,6 @@ class XClient:
             return resp.json() if resp.content else {}
         self._raise_for(resp, method, endpoint)
         raise AssertionError("unreachable")
-
-    def _read_rate(self, endpoint: str, resp: requests.Response) -> None:
-        info = rate_info(endpoint, resp.headers)
-        if info is None:
-            return
-        self.last_rate[endpoint] = info
-        if self.on_rate:
-            self.on_rate(info)
 
     def _raise_for(self, resp: requests.Response, method: str, endpoint: str) -> None:
         status = resp.status_code
