@@ -332,7 +332,7 @@ def format_funnel(rows: list[dict]) -> str:
 def cmd_sandbox_serve(args) -> int:
     from outreach.sandbox.server import serve
 
-    serve(host=args.host, port=args.port, seed=args.seed)
+    serve(host=args.host, port=args.port, seed=args.seed, latency_ms=args.latency_ms)
     return 0
 
 
@@ -560,6 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--host", default="127.0.0.1")
     ss.add_argument("--port", type=int, default=8765)
     ss.add_argument("--seed", type=int, default=42)
+    ss.add_argument("--latency-ms", type=float, default=0.0,
+                    help="answer every provider API call this many milliseconds later (simulated latency)")
     ss.set_defaults(func=cmd_sandbox_serve)
     return p
 

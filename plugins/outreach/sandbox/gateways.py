@@ -298,6 +298,24 @@ class Gateways:
             return (400 if "error" in page else 200), page
         return _err(404, "not_found", f"no route {method} {path}")
 
+    def reply_now(self, provider: str, sender: str, account: str, text: str) -> dict:
+        """The recipient ``sender`` replies to ``account`` now; returns the webhook payload (events as polled)."""
+        from outreach.sandbox.server import _iso_ms
+
+        with self._lock:
+            now = self.x.now_ms()
+            if provider == "linkedin":
+                ev = self._event(self.li_events, account, now, type="message_received", recipient_id=sender,
+                                 text=text, conversation_id=f"li:{account}:{sender}")
+                owner = {"account_id": account}
+            else:
+                sender = sender.lower()
+                ev = self._event(self.xm_events, account, now, type="message", peer=sender, sender=sender,
+                                 text=text, conversation_id=f"xm:{account}:{sender}")
+                owner = {"inbox": account}
+            view = {**{k: v for k, v in ev.items() if k != "at_ms"}, "at": _iso_ms(ev["at_ms"])}
+            return {**owner, "events": [view]}
+
     # ---------------------------------------------------------------------------- inspection
     def summary(self) -> dict:
         now = self.x.now_ms()

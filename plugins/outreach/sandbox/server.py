@@ -19,7 +19,11 @@ other non-empty token acts as ``"1000"``.
 
 Control endpoints (no auth): ``GET|POST /_sandbox/clock``, ``GET|POST /_sandbox/faults``,
 ``GET /_sandbox/calls?since=<seq>``, ``GET /_sandbox/summary``, ``POST /_sandbox/reset``,
-``GET /_sandbox/health``.
+``GET /_sandbox/health``, ``GET|POST /_sandbox/latency`` (``{"ms": 50}``: every API call answers that much later,
+outside the lock, like a remote API), ``GET|POST /_sandbox/webhooks`` (``{"x": {"url", "secret"}, "linkedin":
+..., "xmtp": ...}``: where replies are pushed, signed as in :mod:`outreach.inbound.signing`), ``POST
+/_sandbox/reply`` (``{"provider": "x", "from": recipient, "to": our user, "text"}``: the recipient replies now;
+the reply is stored, visible to polls, and pushed to the provider's webhook), ``GET /_sandbox/deliveries``.
 
 Simulated recipients are deterministic from ``sha256(f"{seed}:{recipient_id}:{purpose}")``;
 see :meth:`SandboxState.predict`.
@@ -248,6 +252,10 @@ class SandboxState:
         self._frozen_ms: int | None = None
         self._seq = 0  # monotonic across reset so `since=` cursors stay valid
         self._faults: dict | None = None
+        self.latency_s = 0.0
+        from outreach.sandbox.webhooks import WebhookPusher
+
+        self.webhooks = WebhookPusher()
         self._reset_locked()
 
     # ----------------------------------------------------------------- clock
@@ -374,6 +382,31 @@ class SandboxState:
                 "replies_visible": sum(1 for e in self._replies if e["ms"] <= now),
                 "unfollows": self._n_unfollows,
             }
+
+    def reply_now(self, data: dict) -> dict:
+        """A recipient replies now: store the message (visible to polls) and push it to the provider's webhook."""
+        provider = data.get("provider", "x")
+        sender, user, text = data.get("from"), data.get("to"), data.get("text") or "Thanks, sounds good."
+        if not isinstance(sender, str) or not isinstance(user, str) or not sender or not user:
+            raise ValueError("`from` (the recipient) and `to` (our user id) are required strings")
+        if provider == "x":
+            if not _ID_RE.match(sender) or not _ID_RE.match(user):
+                raise ValueError("X user ids are digit strings")
+            with self._lock:
+                ev = self._store_event(sender, user, text, self._now_ms())
+                self._dmed.add((user, sender))  # no simulated reply on top of this one
+            payload = {"for_user_id": user, "direct_message_events": [{
+                "type": "message_create", "id": str(ev["id"]), "created_timestamp": str(ev["ms"]),
+                "message_create": {"target": {"recipient_id": user}, "sender_id": sender,
+                                   "message_data": {"text": text}}}]}
+            ref = f"dm:{ev['id']}"
+        elif provider in ("linkedin", "xmtp"):
+            payload = self.gateways.reply_now(provider, sender, user, text)
+            ref = f"ev:{payload['events'][0]['id']}"
+        else:
+            raise ValueError("provider must be one of x, linkedin, xmtp")
+        delivery = self.webhooks.push(provider, payload)
+        return {"provider": provider, "provider_ref": ref, "delivery": delivery}
 
     # ----------------------------------------------------------------- simulated recipients
 
@@ -757,6 +790,35 @@ class SandboxState:
                 if method == "POST":
                     self.reset()
                     return SandboxResponse(200, {"reset": True})
+            elif path == "/_sandbox/latency":
+                if method == "GET":
+                    return SandboxResponse(200, {"ms": round(self.latency_s * 1000)})
+                if method == "POST":
+                    data, err = _json_object(body)
+                    if err:
+                        return SandboxResponse(*err)
+                    ms = data.get("ms")
+                    if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 0 <= ms <= 60_000:
+                        raise ValueError("ms must be a number of milliseconds in [0, 60000]")
+                    self.latency_s = ms / 1000
+                    return SandboxResponse(200, {"ms": ms})
+            elif path == "/_sandbox/webhooks":
+                if method == "GET":
+                    return SandboxResponse(200, {"webhooks": self.webhooks.targets()})
+                if method == "POST":
+                    data, err = _json_object(body, allow_empty=True)
+                    if err:
+                        return SandboxResponse(*err)
+                    return SandboxResponse(200, {"webhooks": self.webhooks.configure(data)})
+            elif path == "/_sandbox/deliveries":
+                if method == "GET":
+                    return SandboxResponse(200, {"deliveries": self.webhooks.deliveries()})
+            elif path == "/_sandbox/reply":
+                if method == "POST":
+                    data, err = _json_object(body)
+                    if err:
+                        return SandboxResponse(*err)
+                    return SandboxResponse(201, self.reply_now(data))
             elif path == "/_sandbox/health":
                 if method == "GET":
                     return SandboxResponse(200, {"ok": True, "seed": self.seed})
@@ -837,9 +899,12 @@ class _Handler(BaseHTTPRequestHandler):
             resp = self.server.state.handle(
                 self.command, self.path, body, self.headers.get("Authorization")
             )
-        if resp.delay > 0:
-            # timeout fault: effect already applied; answer (too) late, outside the lock
-            self.server.stop_event.wait(resp.delay)
+        delay = resp.delay
+        if self.server.state.latency_s and not self.path.startswith("/_sandbox"):
+            delay += self.server.state.latency_s  # simulated network + API latency
+        if delay > 0:
+            # timeout fault (effect already applied; answer too late) or simulated latency: outside the lock
+            self.server.stop_event.wait(delay)
         payload = resp.body()
         self.send_response(resp.status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -890,9 +955,10 @@ def _base_url(server: SandboxHTTPServer) -> str:
     return f"http://{host}:{port}"
 
 
-def serve(host: str = "127.0.0.1", port: int = 8765, seed: int = 42) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8765, seed: int = 42, latency_ms: float = 0.0) -> None:
     """Print ``sandbox listening on http://HOST:PORT`` and serve until SIGTERM/SIGINT."""
     server = make_server(host, port, seed)
+    server.state.latency_s = max(0.0, latency_ms) / 1000
 
     def _terminate(signum, frame):  # noqa: ANN001
         raise SystemExit(0)
@@ -924,8 +990,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="answer every API call this much later")
     args = parser.parse_args(argv)
-    serve(args.host, args.port, args.seed)
+    serve(args.host, args.port, args.seed, args.latency_ms)
 
 
 if __name__ == "__main__":
