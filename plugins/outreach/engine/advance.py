@@ -44,6 +44,8 @@ class AdvanceConfig:
     max_actions: int | None = None
     dry_run: bool = False
     sequences: list[str] | None = None
+    # only these enrollments (the reactions DAG advances just the leads a signal moved), else every due one
+    enrollment_ids: list[int] | None = None
     # time.monotonic() when the caller read ``now``: leases run from now + the whole seconds elapsed since,
     # so a long advance never hands out leases that already expired on the clock other workers read
     clock_origin: float | None = None
@@ -114,7 +116,7 @@ def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, 
                              - max(0.2 * cfg.lease_seconds, 2 * _call_timeout(provider_client)))  # read + send
             rows = steps.claim(conn, account_id=account.id, action_type=action_type, now=now, owner=owner,
                                limit=limit, lease_seconds=cfg.lease_seconds, sequences=cfg.sequences,
-                               lease_from=lease_from)
+                               lease_from=lease_from, enrollment_ids=cfg.enrollment_ids)
             if not rows:
                 return 0
             counts["claimed"] += len(rows)

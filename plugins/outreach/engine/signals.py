@@ -108,8 +108,10 @@ ORDER BY sig.id
 """)
 
 
-def ingest(engine: sa.Engine, now: datetime, limit: int = 5000) -> Counter:
+def ingest(engine: sa.Engine, now: datetime, limit: int = 5000, moved: list[int] | None = None) -> Counter:
     """Match unprocessed signals to enrollments, log them, and fire the event triggers they satisfy.
+
+    ``moved``, when given, receives the ids of the enrollments a signal moved (the reactions DAG advances those).
 
     One transaction per batch of signals: the match, the events, the transitions, the processed marks.
     A signal matched to an enrollment that a worker holds right now is left for the next ingest.
@@ -174,6 +176,8 @@ def ingest(engine: sa.Engine, now: datetime, limit: int = 5000) -> Counter:
             for r, nxt, t in transitions:
                 if t.id in passed:
                     counts["fired:" + (nxt.fired or nxt.reason or "?")] += 1
+                    if moved is not None:
+                        moved.append(t.id)
                 elif r.signal_id in done:  # the state moved under us: take the signal again next time
                     done.remove(r.signal_id)
                     counts["retry_later"] += 1

@@ -19,6 +19,7 @@ WITH due AS (
     WHERE e.account_id = :account_id AND e.status = 'ACTIVE' AND e.phase = 'pending'
       AND e.next_run_at <= :now AND a.type = :action_type AND s.status = 'ACTIVE'
       AND (CAST(:sequences AS text[]) IS NULL OR s.name = ANY(CAST(:sequences AS text[])))
+      AND (CAST(:ids AS bigint[]) IS NULL OR e.id = ANY(CAST(:ids AS bigint[])))
     ORDER BY e.next_run_at, e.id
     LIMIT :limit
     FOR UPDATE OF e SKIP LOCKED
@@ -49,8 +50,8 @@ GROUP BY a.type
 
 def claim(conn: sa.Connection, *, account_id: int, action_type: str, now: datetime, owner: str,
           limit: int, lease_seconds: int, sequences: list[str] | None = None,
-          lease_from: datetime | None = None) -> list:
-    """Claim due rows (due at ``now``); the lease runs from ``lease_from`` (default ``now``): the engine clock
+          lease_from: datetime | None = None, enrollment_ids: list[int] | None = None) -> list:
+    """Claim due rows (due at ``now``; only ``enrollment_ids`` when given: the reactions path); the lease runs from ``lease_from`` (default ``now``): the engine clock
     moved on by the time a long advance claims its later batches, so a lease from a stale ``now`` would
     already be over for a worker that reads the clock afresh."""
     if limit <= 0:
@@ -58,6 +59,7 @@ def claim(conn: sa.Connection, *, account_id: int, action_type: str, now: dateti
     return conn.execute(CLAIM_SQL, {
         "account_id": account_id, "action_type": action_type, "now": now, "owner": owner, "limit": limit,
         "lease": lease_seconds, "sequences": sequences, "lease_from": lease_from or now,
+        "ids": enrollment_ids,
     }).all()
 
 
