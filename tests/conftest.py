@@ -11,7 +11,7 @@ import requests
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = ("events", "inbound_signals", "rate_budgets", "provider_cursors", "metrics_daily", "metrics_latency",
+TABLES = ("events", "inbound_signals", "webhook_deliveries", "rate_budgets", "provider_cursors", "metrics_daily", "metrics_latency",
           "variant_decisions", "enrollments",
           "sequence_triggers", "sequence_actions", "sequence_versions", "sequences", "suppressions", "identities",
           "people", "sender_accounts")

@@ -15,14 +15,15 @@ class AdvanceOperator(BaseOperator):
     """Claim, gate, send and record for the given sender accounts of ``provider``."""
 
     provider: str = ""
-    template_fields: Sequence[str] = ("account_ids", "now", "sequences", "max_actions", "dry_run")
+    template_fields: Sequence[str] = ("account_ids", "enrollment_ids", "now", "sequences", "max_actions", "dry_run")
     ui_color = "#e8f4fd"
 
     def __init__(self, *, account_ids: list[int] | str, now: str | None = None, sequences: list[str] | str | None = None,
                  max_actions: int | str | None = None, dry_run: bool | str = False, batch_size: int = 200,
-                 lease_seconds: int = 300, **kwargs: Any) -> None:
+                 lease_seconds: int = 300, enrollment_ids: list[int] | str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.account_ids = account_ids
+        self.enrollment_ids = enrollment_ids  # only these leads (the reactions DAG); None: every due one
         self.now = now
         self.sequences = sequences
         self.max_actions = max_actions
@@ -41,9 +42,12 @@ class AdvanceOperator(BaseOperator):
         now = engine_clock(self.now)
         cfg = AdvanceConfig(batch_size=self.batch_size, lease_seconds=self.lease_seconds,
                             max_actions=int(self.max_actions) if self.max_actions not in (None, "", "None") else None,
-                            dry_run=self.dry_run in (True, "True", "true"), sequences=list(self.sequences or []) or None)
+                            dry_run=self.dry_run in (True, "True", "true"), sequences=list(self.sequences or []) or None,
+                            enrollment_ids=None if self.enrollment_ids in (None, "", "None")
+                            else [int(i) for i in self.enrollment_ids])
         counts = advance(get_engine(), [int(a) for a in self.account_ids], now, cfg)
-        self.log.info("advance %s at %s: %s", self.provider, now.isoformat(), summary_line(counts))
+        self.log.info("advance %s at %s%s: %s", self.provider, now.isoformat(),
+                      f" ({len(cfg.enrollment_ids)} leads)" if cfg.enrollment_ids is not None else "", summary_line(counts))
         return counts
 
 

@@ -25,6 +25,15 @@ EVENT_KINDS = {"connection_accepted": "CONNECTION_ACCEPTED", "message_received":
                "note_reply": "REPLIED_TO_NOTE"}
 
 
+def signal_from_event(ev: dict) -> Signal | None:
+    """One gateway event (as polled from /v1/events or pushed to the webhook) as a signal; None if not one."""
+    kind = EVENT_KINDS.get(ev.get("type"))
+    if kind is None:
+        return None
+    return Signal(kind=kind, external_id=str(ev["recipient_id"]), provider_ref=f"ev:{ev['id']}",
+                  occurred_at=parse_time(ev["at"]), conversation_id=ev.get("conversation_id"), text=ev.get("text"))
+
+
 class LinkedInProvider:
     provider = "linkedin"
     streams = ("events",)
@@ -76,15 +85,7 @@ class LinkedInProvider:
             raise ValueError(f"unknown stream {stream!r}")
         events, cursor = self.client.pages("/v1/events", "events", "events",
                                            {"account_id": sender_user_id, "limit": 100}, cursor)
-        out = []
-        for ev in events:
-            kind = EVENT_KINDS.get(ev.get("type"))
-            if kind is None:
-                continue
-            out.append(Signal(kind=kind, external_id=str(ev["recipient_id"]), provider_ref=f"ev:{ev['id']}",
-                              occurred_at=parse_time(ev["at"]), conversation_id=ev.get("conversation_id"),
-                              text=ev.get("text")))
-        return out, cursor
+        return [sig for ev in events if (sig := signal_from_event(ev)) is not None], cursor
 
     def pending_invitations(self, sender_user_id: str) -> list[dict]:
         items, _ = self.client.pages("/v1/invitations", "read", "invitations",

@@ -33,6 +33,19 @@ def valid_address(value: str | None) -> str | None:
     return v if ADDRESS_RE.match(v) or ENS_RE.match(v) else None
 
 
+def signal_from_event(ev: dict, inbox: str) -> Signal | None:
+    """One gateway event of ``inbox`` (polled or pushed to the webhook) as a signal; None if not one."""
+    peer = valid_address(ev.get("peer")) or str(ev.get("peer"))
+    if ev.get("type") == "message" and ev.get("sender") != inbox:
+        return Signal("REPLIED", peer, f"ev:{ev['id']}", parse_time(ev["at"]), ev.get("conversation_id"),
+                      ev.get("text"))
+    if ev.get("type") == "consent":
+        state = ev.get("state", "unknown")
+        return Signal(f"CONSENT_{state.upper()}", peer, f"ev:{ev['id']}", parse_time(ev["at"]),
+                      ev.get("conversation_id"), None)
+    return None
+
+
 class XmtpProvider:
     provider = "xmtp"
     streams = ("messages",)
@@ -73,17 +86,7 @@ class XmtpProvider:
             raise ValueError(f"unknown stream {stream!r}")
         events, cursor = self.client.pages("/v1/events", "events", "events",
                                            {"inbox": sender_user_id, "limit": 100}, cursor)
-        out = []
-        for ev in events:
-            peer = valid_address(ev.get("peer")) or str(ev.get("peer"))
-            if ev.get("type") == "message" and ev.get("sender") != sender_user_id:
-                out.append(Signal("REPLIED", peer, f"ev:{ev['id']}", parse_time(ev["at"]),
-                                  ev.get("conversation_id"), ev.get("text")))
-            elif ev.get("type") == "consent":
-                state = ev.get("state", "unknown")
-                out.append(Signal(f"CONSENT_{state.upper()}", peer, f"ev:{ev['id']}", parse_time(ev["at"]),
-                                  ev.get("conversation_id"), None))
-        return out, cursor
+        return [sig for ev in events if (sig := signal_from_event(ev, sender_user_id)) is not None], cursor
 
 
 class XmtpHook(BaseHook):

@@ -1,0 +1,1 @@
+"""Airflow triggers of the outreach engine (run in the triggerer)."""

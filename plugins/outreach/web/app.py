@@ -61,6 +61,10 @@ def create_app(engine: sa.Engine | None = None) -> FastAPI:
     from outreach.web import unsubscribe
 
     app.include_router(unsubscribe.router(db))
+    # signed webhooks of X, the LinkedIn/XMTP gateways and inbound email: the event-driven fast path
+    from outreach.web import webhooks
+
+    app.include_router(webhooks.router(db))
 
     def page(name: str, root: str, status: int = 200, **ctx) -> HTMLResponse:
         html = env.get_template(name).render(root=root, **ctx)

@@ -1,0 +1,72 @@
+"""Write a verified delivery's signals to ``inbound_signals`` and ``NOTIFY`` in one transaction; record refusals.
+
+The NOTIFY is delivered on commit only, so a listener never wakes for signals it cannot see yet.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import sqlalchemy as sa
+
+from outreach.providers.base import Signal
+
+CHANNEL = "outreach_inbound"
+
+
+class UnknownAccount(LookupError):
+    """The payload names a sender account we do not have (HTTP 404)."""
+
+
+INSERT_SQL = sa.text("""
+INSERT INTO inbound_signals (provider, account_id, kind, external_id, conversation_id, provider_ref, text,
+                             occurred_at, source)
+SELECT :p, :a, x.kind, x.external_id, x.conversation_id, x.provider_ref, x.text, coalesce(x.occurred_at, now()),
+       'webhook'
+FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(kind text, external_id text, conversation_id text,
+     provider_ref text, text text, occurred_at timestamptz)
+ON CONFLICT (provider, provider_ref) DO NOTHING
+RETURNING id
+""")
+
+
+def account_for(conn: sa.Connection, provider: str, user_id: str) -> int | None:
+    return conn.execute(sa.text(
+        "SELECT id FROM sender_accounts WHERE provider = :p AND lower(user_id) = lower(:u) ORDER BY id LIMIT 1"),
+        {"p": provider, "u": user_id}).scalar()
+
+
+def store(engine: sa.Engine, provider: str, user_id: str, signals: list[Signal], body: bytes,
+          remote: str | None) -> dict:
+    """Insert the signals (duplicates of either path skipped), record the delivery, NOTIFY when something is new.
+    One transaction. Raises :class:`UnknownAccount` (and writes nothing but the refusal) for an unknown account."""
+    rows = [{**s.__dict__, "occurred_at": s.occurred_at.isoformat() if s.occurred_at else None} for s in signals]
+    with engine.begin() as conn:
+        account_id = account_for(conn, provider, user_id)
+        if account_id is None:
+            raise UnknownAccount(f"no {provider} sender account with user id {user_id!r}")
+        ids = [r[0] for r in conn.execute(INSERT_SQL, {"p": provider, "a": account_id, "rows": json.dumps(rows)})]
+        _delivery(conn, provider, 200, "accepted", None, body, remote, account_id, len(signals), len(ids))
+        if ids:
+            conn.execute(sa.text("SELECT pg_notify(:c, :m)"),
+                         {"c": CHANNEL, "m": json.dumps({"provider": provider, "max_id": max(ids), "n": len(ids)})})
+    return {"signals": len(signals), "new": len(ids), "duplicates": len(signals) - len(ids)}
+
+
+def refuse(engine: sa.Engine, provider: str, status: int, reason: str, body: bytes, remote: str | None) -> None:
+    with engine.begin() as conn:
+        _delivery(conn, provider, status, "refused", reason, body, remote, None, 0, 0)
+
+
+def record_crc(engine: sa.Engine, remote: str | None) -> None:
+    with engine.begin() as conn:
+        _delivery(conn, "x", 200, "crc", None, b"", remote, None, 0, 0)
+
+
+def _delivery(conn, provider, status, outcome, reason, body, remote, account_id, n, new) -> None:
+    conn.execute(sa.text("""
+        INSERT INTO webhook_deliveries (provider, status, outcome, reason, account_id, signals, new_signals,
+                                        body_sha256, body_bytes, remote)
+        VALUES (:p, :s, :o, :r, :a, :n, :new, :h, :b, :remote)"""),
+        {"p": provider, "s": status, "o": outcome, "r": reason, "a": account_id, "n": n, "new": new,
+         "h": hashlib.sha256(body).hexdigest() if body else None, "b": len(body), "remote": remote})
