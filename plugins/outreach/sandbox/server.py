@@ -318,9 +318,11 @@ class SandboxState:
         self.gateways = Gateways(self)  # the LinkedIn and XMTP gateway shapes (sandbox/gateways.py)
 
     def reset(self) -> None:
-        """Clear all state (follows, DMs, calls, rate limits, faults); keep seed and clock."""
+        """Clear all state (follows, DMs, calls, rate limits, faults, webhooks); keep seed, clock and latency."""
         with self._lock:
             self._reset_locked()
+        self.webhooks.configure({})
+        self.webhooks.clear()
 
     def set_faults(self, spec: dict | None) -> dict | None:
         """Configure fault injection (see module docs); an empty dict / None clears faults."""

@@ -35,6 +35,10 @@ class WebhookPusher:
         with self._lock:
             return {p: {"url": t["url"]} for p, t in self._targets.items()}  # never echo secrets
 
+    def clear(self) -> None:
+        with self._lock:
+            self._deliveries = []
+
     def deliveries(self) -> list[dict]:
         with self._lock:
             return [dict(d) for d in self._deliveries]

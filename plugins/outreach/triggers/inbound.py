@@ -52,6 +52,7 @@ class InboundSignalTrigger(BaseEventTrigger):
             listener = None
             try:
                 listener, wake = await self._listen(url)
+                loop = asyncio.get_running_loop()
                 backoff = 1.0
                 source = "start"
                 while True:
@@ -72,12 +73,12 @@ class InboundSignalTrigger(BaseEventTrigger):
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - database gone: keep trying, polling resumes with it
-                log.warning("inbound listener: %s; reconnecting in %.0fs", type(e).__name__, backoff)
+                log.warning("inbound listener: %s: %s; reconnecting in %.0fs", type(e).__name__, e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
             finally:
                 if listener is not None:
-                    _close(listener)
+                    _close(loop, listener)
 
     async def _listen(self, url: str):
         import psycopg2
@@ -102,7 +103,6 @@ class InboundSignalTrigger(BaseEventTrigger):
                 wake.set()
 
         loop.add_reader(conn.fileno(), readable)
-        conn._outreach_loop = loop  # for _close
         return conn, wake
 
 
@@ -119,9 +119,9 @@ def _drain(conn) -> None:
     conn.notifies.clear()
 
 
-def _close(conn) -> None:
+def _close(loop, conn) -> None:
     try:
-        conn._outreach_loop.remove_reader(conn.fileno())
+        loop.remove_reader(conn.fileno())
     except Exception:  # noqa: BLE001
         pass
     try:
