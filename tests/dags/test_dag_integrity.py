@@ -67,6 +67,19 @@ def test_outreach_sequences_schedule_and_params(dagbag):
     assert "aggregate_metrics" in dag.get_task("advance_x").downstream_task_ids
 
 
+def test_outreach_reactions_is_scheduled_on_the_watched_inbound_asset(dagbag):
+    from outreach.triggers.inbound import InboundSignalTrigger
+
+    dag = dagbag.dags["outreach_reactions"]
+    (asset,) = dag.timetable.asset_condition.objects
+    assert asset.name == "outreach_inbound_signals"
+    (watcher,) = asset.watchers
+    assert isinstance(watcher.trigger, InboundSignalTrigger)
+    assert dag.max_active_runs == 1  # asset events during a run coalesce into the next one
+    assert "ingest_signals" in dag.get_task("plan_x").upstream_task_ids
+    assert "plan_x" in dag.get_task("advance_x").upstream_task_ids
+
+
 def test_the_dag_file_top_level_touches_no_database_or_connection(tmp_path):
     """Parsing must be cheap: with every database and connection unreachable, the import still succeeds fast."""
     env = airflow_env(UNREACHABLE_DB, home=tmp_path / "airflow", extra={
