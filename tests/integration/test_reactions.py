@@ -229,3 +229,36 @@ def test_one_reaction_run_advances_exactly_the_leads_that_replied(engine, live, 
         replied = c.execute(sa.text("SELECT provider_ref FROM events WHERE kind = 'REPLIED' ORDER BY 1")).scalars().all()
     assert sorted(replied) == sorted(refs)
     assert sorted(states.values()) == ["dm", "thanks", "thanks"]
+
+
+def test_a_reaction_and_an_overlapping_backbone_advance_send_each_thanks_once(engine, live):
+    """The reactions path claims with the backbone's claim (lease, SKIP LOCKED, fence): run both at once."""
+    from outreach.clock import parse_now
+    from outreach.engine.advance import AdvanceConfig
+    from outreach.engine.reactions import ingest_and_plan
+    from outreach.engine.tick import advance
+
+    for lead in range(3):
+        _reply(live, lead)
+    _wait_delivered(live, 3)
+    plan = ingest_and_plan(engine, parse_now(None))
+    (part,) = plan["plan"]["x"]
+    assert len(part["enrollment_ids"]) == 3 and plan["counts"]["due_now"] == 3
+    requests.post(f"{live.url}/_sandbox/latency", json={"ms": 50}, timeout=5).raise_for_status()
+    try:
+        results: list[dict] = []
+        now = parse_now(None)
+        threads = [threading.Thread(target=lambda cfg=cfg: results.append(advance(engine, part["account_ids"], now,
+                                                                                  cfg)))
+                   for cfg in (AdvanceConfig(enrollment_ids=part["enrollment_ids"], batch_size=1),
+                               AdvanceConfig(batch_size=1))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        requests.post(f"{live.url}/_sandbox/latency", json={"ms": 0}, timeout=5)
+    assert sum(r.get("sent", 0) for r in results) == 3
+    thanks = [c for c in live.calls() if (c.get("text") or "").startswith("Thanks")]
+    assert sorted(c["target_id"] for c in thanks) == ["50000", "50001", "50002"]
+    assert live.summary()["duplicate_dms"] == 0
