@@ -12,6 +12,7 @@ its own: ``python -m outreach.web --port 8090``. Pages:
 - ``/leads/{id}``            one enrollment's timeline (its events)
 - ``/api/sequences/{name}``, ``/api/accounts``: the same numbers as JSON
 - ``/healthz``
+- ``/webhooks/{x,linkedin,xmtp,email}``: the signed webhook receiver of the fast path (``web/webhooks.py``)
 
 ``?now=ISO8601`` sets the clock the rolling windows and charts are read at (the engine clock of a simulation);
 real time by default. The database is ``outreach.store.db.get_engine()``, resolved at the first request.
