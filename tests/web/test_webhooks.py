@@ -212,3 +212,16 @@ def test_an_oversized_body_is_refused(client, engine):
     r = post_x(client, b"x" * (webhooks.MAX_BODY + 1))
     assert r.status_code == 413
     assert deliveries(engine)[0].reason == "too_large"
+
+
+def test_the_inbound_page_shows_deliveries_refusals_and_the_backlog(client, engine):
+    post_x(client, x_body())
+    post_x(client, x_body(), secret=None)
+    post_x(client, x_body(eid="1900000000000000002"), header="sha256=AAAA")
+    page = client.get("/inbound")
+    assert page.status_code == 200
+    assert 'id="pending">1<' in page.text and 'id="accepted">1<' in page.text and 'id="refused">2<' in page.text
+    assert "missing_signature" in page.text and "bad_signature" in page.text
+    data = client.get("/api/inbound").json()
+    assert data["pending"]["n"] == 1 and data["refused"] == 2 and data["new_signals"] == 1
+    assert {(r["reason"], r["status"]) for r in data["refusals"]} == {("missing_signature", 401), ("bad_signature", 403)}

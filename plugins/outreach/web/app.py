@@ -10,6 +10,7 @@ its own: ``python -m outreach.web --port 8090``. Pages:
                              blocked until, failures and the failure rate the automatic pause judges
 - ``/review``                leads awaiting review (NEEDS_REVIEW), ``?sequence=NAME``
 - ``/leads/{id}``            one enrollment's timeline (its events)
+- ``/inbound``               webhook deliveries (accepted, refused by reason) and the unprocessed-signal backlog
 - ``/api/sequences/{name}``, ``/api/accounts``: the same numbers as JSON
 - ``/healthz``
 - ``/webhooks/{x,linkedin,xmtp,email}``: the signed webhook receiver of the fast path (``web/webhooks.py``)
@@ -206,6 +207,18 @@ def create_app(engine: sa.Engine | None = None) -> FastAPI:
                           "since": d["since"], "anchor": d["anchor"], "funnel": d["funnel"], "edges": d["edges"],
                           "variants": d["variants"], "latency": d["latency"], "reasons": d["reasons"],
                           "reply_buckets": d["reply_buckets"], "review": d["review"]})
+
+    @app.get("/inbound", response_class=HTMLResponse)
+    def inbound_page(now: Now = None, hours: Annotated[int, Query(ge=1, le=24 * 90)] = 24):
+        t = clock(now)
+        with db().connect() as conn:
+            i = queries.inbound(conn, t, hours=hours)
+        return page("inbound", "./", title="Inbound", i=i, now=t.strftime("%Y-%m-%d %H:%M UTC"))
+
+    @app.get("/api/inbound")
+    def inbound_json(now: Now = None, hours: Annotated[int, Query(ge=1, le=24 * 90)] = 24):
+        with db().connect() as conn:
+            return _jsonable(queries.inbound(conn, clock(now), hours=hours))
 
     @app.get("/api/accounts")
     def accounts_json(now: Now = None, window: Annotated[int, Query(ge=1, le=10000)] = 50):

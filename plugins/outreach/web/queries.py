@@ -199,3 +199,24 @@ def lead(conn: sa.Connection, enrollment_id: int, limit: int = 1000) -> dict | N
         FROM events x LEFT JOIN sender_accounts a ON a.id = x.account_id
         WHERE x.enrollment_id = :id ORDER BY x.id LIMIT :limit"""), {"id": enrollment_id, "limit": limit}).all()
     return {"enrollment": e, "identities": identities, "events": events}
+
+
+def inbound(conn: sa.Connection, now: datetime, hours: int = 24, refusals: int = 50) -> dict:
+    """Webhook deliveries in the window by provider/outcome/reason, the last refusals, the unprocessed backlog."""
+    since = now - timedelta(hours=hours)
+    by = [dict(r._mapping) for r in conn.execute(sa.text("""
+        SELECT provider, outcome, reason, status, count(*) AS n, sum(signals) AS signals, sum(new_signals) AS new,
+               max(received_at) AS last
+        FROM webhook_deliveries WHERE received_at > :since AND received_at <= :now
+        GROUP BY provider, outcome, reason, status ORDER BY provider, outcome, n DESC"""),
+        {"since": since, "now": now})]
+    last = [dict(r._mapping) for r in conn.execute(sa.text("""
+        SELECT received_at, provider, status, reason, remote, body_bytes, body_sha256 FROM webhook_deliveries
+        WHERE outcome = 'refused' AND received_at <= :now ORDER BY received_at DESC, id DESC LIMIT :k"""),
+        {"now": now, "k": refusals})]
+    n, oldest = conn.execute(sa.text(
+        "SELECT count(*), min(received_at) FROM inbound_signals WHERE processed_at IS NULL")).one()
+    return {"hours": hours, "by": by, "refusals": last, "pending": {"n": n, "oldest": oldest},
+            "accepted": sum(r["n"] for r in by if r["outcome"] == "accepted"),
+            "refused": sum(r["n"] for r in by if r["outcome"] == "refused"),
+            "new_signals": sum(r["new"] or 0 for r in by)}

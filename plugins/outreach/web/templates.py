@@ -36,6 +36,7 @@ BASE = """<!doctype html>
 <body>
 <header><strong>Outreach</strong>
  <a href="{{ root }}">Sequences</a> <a href="{{ root }}accounts">Accounts</a> <a href="{{ root }}review">Review</a>
+ <a href="{{ root }}inbound">Inbound</a>
 </header>
 <main>
 {% block body %}{% endblock %}
@@ -173,6 +174,33 @@ REVIEW = """{% extends "base" %}{% block body %}
 {% else %}<p id="empty">Nobody is waiting for review.</p>{% endif %}
 {% endblock %}"""
 
+INBOUND = """{% extends "base" %}{% block body %}
+<h1>Inbound: webhooks and the reactions backlog</h1>
+<p class="muted">Deliveries to <code>/webhooks/&lt;provider&gt;</code> over the {{ i.hours }} hours to {{ now }}, and the
+ signals not ingested yet (the <code>outreach_reactions</code> DAG and the 6-hourly polls take them).</p>
+<div class="cards">
+ <div class="card"><span class="muted">unprocessed signals</span><b id="pending">{{ i.pending.n | num }}</b>
+  <span class="muted">{% if i.pending.oldest %}oldest {{ i.pending.oldest | ts }}{% endif %}</span></div>
+ <div class="card"><span class="muted">accepted deliveries</span><b id="accepted">{{ i.accepted | num }}</b></div>
+ <div class="card"><span class="muted">refused deliveries</span><b id="refused">{{ i.refused | num }}</b></div>
+ <div class="card"><span class="muted">new signals by webhook</span><b id="new">{{ i.new_signals | num }}</b></div>
+</div>
+<h2>By provider and outcome</h2>
+{% if i.by %}<table id="by"><tr><th>provider</th><th>outcome</th><th>reason</th><th class="n">status</th>
+ <th class="n">deliveries</th><th class="n">signals</th><th class="n">new</th><th>last</th></tr>
+{% for r in i.by %}<tr><td>{{ r.provider }}</td><td><span class="badge {{ 'alert' if r.outcome == 'refused' else 'ACTIVE' }}">
+ {{ r.outcome }}</span></td><td>{{ r.reason or '' }}</td><td class="n">{{ r.status }}</td><td class="n">{{ r.n | num }}</td>
+ <td class="n">{{ r.signals | num }}</td><td class="n">{{ r.new | num }}</td><td>{{ r.last | ts }}</td></tr>{% endfor %}</table>
+{% else %}<p id="none">No deliveries in this window.</p>{% endif %}
+<h2>Last refusals</h2>
+{% if i.refusals %}<table id="refusals"><tr><th>received</th><th>provider</th><th class="n">status</th><th>reason</th>
+ <th>from</th><th class="n">bytes</th><th>body sha256</th></tr>
+{% for r in i.refusals %}<tr><td>{{ r.received_at | ts }}</td><td>{{ r.provider }}</td><td class="n">{{ r.status }}</td>
+ <td>{{ r.reason }}</td><td>{{ r.remote or '' }}</td><td class="n">{{ r.body_bytes | num }}</td>
+ <td><code>{{ (r.body_sha256 or '')[:16] }}</code></td></tr>{% endfor %}</table>
+{% else %}<p class="muted">None.</p>{% endif %}
+{% endblock %}"""
+
 LEAD = """{% extends "base" %}{% block body %}
 {% set e = lead.enrollment %}
 <h1>Lead #{{ e.id }}: {{ e.person }}</h1>
@@ -219,7 +247,7 @@ def _ts(v) -> str:
 
 def environment() -> Environment:
     env = Environment(loader=DictLoader({"base": BASE, "index": INDEX, "sequence": SEQUENCE, "accounts": ACCOUNTS,
-                                         "review": REVIEW, "lead": LEAD, "error": ERROR}),
+                                         "review": REVIEW, "lead": LEAD, "error": ERROR, "inbound": INBOUND}),
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.filters.update(num=_num, pct=_pct, dur=human_seconds, ts=_ts, urlq=lambda s: quote(str(s), safe=""),
                        bucket=bucket_label)
