@@ -82,227 +82,235 @@ def advance_account(engine: sa.Engine, account, provider_client, *, now: datetim
         counts["account_blocked"] += 1
         return counts
     versions: dict[int, SequenceDef] = {}
-    for action_type in action_types(account.provider):
-        while True:
-            budget_left = None if cfg.max_actions is None else cfg.max_actions - counts["attempted"]
-            if budget_left is not None and budget_left <= 0:
-                return counts
-            n = _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, versions, counts,
-                       budget_left)
-            if n == 0:
-                break
+    # One connection for the account's batches (no pool checkout and pre-ping per batch); it never holds a
+    # transaction open across a provider call (see _batch).
+    conn = engine.connect()
+    try:
+        with conn.begin():  # which action types have due work at all: only those are claimed
+            due = steps.due_types(conn, account_id=account.id, now=now, sequences=cfg.sequences,
+                                  enrollment_ids=cfg.enrollment_ids)
+        for action_type in action_types(account.provider):
+            if not due.get(action_type):
+                continue
+            while True:
+                budget_left = None if cfg.max_actions is None else cfg.max_actions - counts["attempted"]
+                if budget_left is not None and budget_left <= 0:
+                    return counts
+                if not _batch(conn, account, provider_client, action_type, now, cfg, owner, rng, versions, counts,
+                              budget_left):
+                    break
+    finally:
+        conn.close()
     return counts
 
 
-def _batch(engine, account, provider_client, action_type, now, cfg, owner, rng, versions, counts, budget_left) -> int:
-    """One batch. Returns how many enrollments it claimed (0: nothing more to do for this action type)."""
-    conn = engine.connect()
-    try:
-        with conn.begin() as tx:
-            limit = cfg.batch_size if budget_left is None else min(cfg.batch_size, budget_left)
-            budget = None
-            if action_type != "CHECK_FOR_REPLY":
-                budget = Budget(conn, account.id, action_type, account_limits(account, action_type, now), now)
-                limit = min(limit, budget.available())
-                if limit <= 0:
-                    counts["budget_exhausted" if not budget.blocked else "rate_blocked"] += 1
-                    return 0
-            # The lease runs from the engine clock as it is now (whole seconds since ``now`` was read), and this
-            # worker stops starting provider calls early enough that its last call ends before the lease does:
-            # after that another worker may take the lead over and reconcile, and must not race a call of ours.
-            elapsed = int(time.monotonic() - cfg.clock_origin)
-            lease_from = now + timedelta(seconds=elapsed)
-            call_deadline = (cfg.clock_origin + elapsed + cfg.lease_seconds
-                             - max(0.2 * cfg.lease_seconds, 2 * _call_timeout(provider_client)))  # read + send
-            rows = steps.claim(conn, account_id=account.id, action_type=action_type, now=now, owner=owner,
-                               limit=limit, lease_seconds=cfg.lease_seconds, sequences=cfg.sequences,
-                               lease_from=lease_from, enrollment_ids=cfg.enrollment_ids)
-            if not rows:
-                return 0
-            counts["claimed"] += len(rows)
-            missing = {r.version_id for r in rows} - versions.keys()
-            if missing:
-                versions.update(catalog.load_versions(conn, missing))
-            person_ids = sorted({r.person_id for r in rows})
-            people = gate.recipients(conn, person_ids)
-            blocked = gate.suppressed(conn, person_ids)
-            history = gate.History(conn, person_ids) if action_type != "CHECK_FOR_REPLY" else None
-            winners = gate.winners(conn, {r.version_id for r in rows})
-            starting: set[int] = set()  # people whose first conversation starts in this batch
-            intents, decided, gos = [], [], []
+def _batch(conn, account, provider_client, action_type, now, cfg, owner, rng, versions, counts, budget_left) -> bool:
+    """One batch. Returns whether another batch of this action type may find more to do: False when it claimed
+    fewer rows than it asked for (nothing more is due now), or had to stop (budget, rate limit, lease deadline)."""
+    with conn.begin() as tx:
+        limit = cfg.batch_size if budget_left is None else min(cfg.batch_size, budget_left)
+        budget = None
+        if action_type != "CHECK_FOR_REPLY":
+            budget = Budget(conn, account.id, action_type, account_limits(account, action_type, now), now)
+            limit = min(limit, budget.available())
+            if limit <= 0:
+                counts["budget_exhausted" if not budget.blocked else "rate_blocked"] += 1
+                return False
+        # The lease runs from the engine clock as it is now (whole seconds since ``now`` was read), and this
+        # worker stops starting provider calls early enough that its last call ends before the lease does:
+        # after that another worker may take the lead over and reconcile, and must not race a call of ours.
+        elapsed = int(time.monotonic() - cfg.clock_origin)
+        lease_from = now + timedelta(seconds=elapsed)
+        call_deadline = (cfg.clock_origin + elapsed + cfg.lease_seconds
+                         - max(0.2 * cfg.lease_seconds, 2 * _call_timeout(provider_client)))  # read + send
+        # the claim writes the lease, the attempt and (for sends) the in-flight mark: the one write of the row
+        # in this commit; the intents below only add their ATTEMPTED events
+        rows = steps.claim(conn, account_id=account.id, action_type=action_type, now=now, owner=owner,
+                           limit=limit, lease_seconds=cfg.lease_seconds, sequences=cfg.sequences,
+                           lease_from=lease_from, enrollment_ids=cfg.enrollment_ids,
+                           mark_in_flight=action_type != "CHECK_FOR_REPLY")
+        if not rows:
+            return False
+        counts["claimed"] += len(rows)
+        more = len(rows) >= limit
+        missing = {r.version_id for r in rows} - versions.keys()
+        if missing:
+            versions.update(catalog.load_versions(conn, missing))
+        person_ids = sorted({r.person_id for r in rows})
+        # the conversation history is read only when a lead of the batch is a first contact or its sequence
+        # caps the touch frequency (what _conversation_rule looks at)
+        need_history = action_type != "CHECK_FOR_REPLY" and any(
+            r.last_action_at is None or versions[r.version_id].extras.get("frequency_cap") for r in rows)
+        people, blocked, history = gate.lookup(conn, person_ids, history=need_history)
+        winners = gate.winners(conn, {r.version_id for r in rows})
+        starting: set[int] = set()  # people whose first conversation starts in this batch
+        intents, decided, gos = [], [], []
+        if action_type == "CHECK_FOR_REPLY":
+            replied = gate.replied_since_enrolment(conn, [(r.id, r.person_id) for r in rows])
+        for r in rows:
+            seq = versions[r.version_id]
+            action = seq.actions[r.current_step]
+            if r.person_id in blocked:
+                decided.append(_end(r, "SKIPPED", "SKIPPED", blocked[r.person_id], now))
+                counts["skipped:suppressed"] += 1
+                continue
+            policy = seq.extras
+            if history is not None:
+                why = _conversation_rule(r, seq, history, starting, now)
+                if why is not None:
+                    kind, reason, until = why
+                    decided.append(_defer(r, until, reason, now, in_flight=r.in_flight) if kind == "DEFERRED"
+                                   else _end(r, "SKIPPED", "SKIPPED", reason, now))
+                    counts[f"{kind.lower()}:{reason}"] += 1
+                    continue
+            window = policy.get("send_window") or account.send_window
+            if window and action_type != "CHECK_FOR_REPLY":
+                tz = windows.zone(people[r.person_id].get("timezone"), account.timezone)
+                opens = windows.next_open(now, window, tz)
+                if opens > now:  # outside the lead's send window: wait for it to open, keep the place
+                    decided.append(_defer(r, opens, "send_window", now, in_flight=r.in_flight,
+                                          data={"timezone": tz.key}))
+                    counts["deferred:send_window"] += 1
+                    continue
             if action_type == "CHECK_FOR_REPLY":
-                replied = gate.replied_since_enrolment(conn, [(r.id, r.person_id) for r in rows])
-            for r in rows:
-                seq = versions[r.version_id]
-                action = seq.actions[r.current_step]
-                if r.person_id in blocked:
-                    decided.append(_end(r, "SKIPPED", "SKIPPED", blocked[r.person_id], now))
-                    counts["skipped:suppressed"] += 1
+                nxt = machine.after_action(seq, r.current_step, now)
+                if r.id in replied:
+                    nxt = machine.on_signal(seq, r.current_step, "waiting", now, "REPLIED", now, now) or nxt
+                decided.append(_to(r, nxt, "CHECKED", now, performed=True))
+                counts["checked"] += 1
+                continue
+            text, variant, skip = compose(action, r.id, variables_for(r.variables, people[r.person_id]),
+                                          (r.variants or {}).get(r.current_step),
+                                          winners.get((r.version_id, r.current_step)))
+            if skip:
+                decided.append(_end(r, "SKIPPED", "SKIPPED", skip, now))
+                counts["skipped:" + skip.split(":")[0]] += 1
+                continue
+            gos.append(_Go(r, seq, text, variant, people[r.person_id], reconcile=r.in_flight))
+            intents.append(steps.Intent(id=r.id, step=r.current_step,
+                                        dedupe_key=f"att:{r.id}:{r.current_step}:{r.attempts}", variant=variant,
+                                        data={"action": action.type, "reconcile": r.in_flight}))
+        if cfg.dry_run:
+            counts["would_send"] += len(gos)
+            for g in gos:
+                log.info("dry run: would %s enrollment %s%s: %r", action_type, g.row.id,
+                         f" (variant {g.variant})" if g.variant else "", g.text[:200])
+            tx.rollback()
+            return False  # a dry run looks at one batch per action type and changes nothing
+        if budget is not None:
+            budget.spend(len(gos))
+        steps.apply(conn, decided, owner=owner, account_id=account.id, provider=account.provider)
+        # (the intent statement also sets the account's first_send_at, from which the warm-up ramp counts days)
+        steps.intend(conn, intents, owner=owner, occurred_at=now, account_id=account.id,
+                     provider=account.provider)
+        counts["attempted"] += len(gos)
+    # ---- commit 1 done: intents are durable. Provider calls, with no transaction open. ----
+    outcomes, released, release_at, blocks = [], [], None, []
+    stop: str | None = None
+    rate_info = None
+    spacing = account.spacing or {}
+    for i, g in enumerate(gos):
+        r = g.row
+        if i and spacing and not stop:  # a human-like random gap between consecutive sends of one account
+            gap = rng.uniform(spacing["min_seconds"], spacing["max_seconds"])
+            if time.monotonic() + gap > call_deadline:
+                stop = "lease_deadline"
+            else:
+                time.sleep(gap)
+        if stop or time.monotonic() > call_deadline:
+            released.append(g)  # never called: given back untouched (an earlier in-flight mark is kept)
+            continue
+        try:
+            if g.reconcile:
+                since = (r.first_attempt_at or now - timedelta(days=7)) - timedelta(seconds=60)  # clock skew
+                by_key = {"idempotency_key": f"{r.id}:{r.current_step}"} if getattr(
+                    provider_client, "reconcile_by_key", False) else {}  # gateways look the key up
+                status, ref = provider_client.reconcile(action_type, account.user_id, g.recipient, g.text, since,
+                                                        **by_key)
+                counts["reconciled"] += 1
+                if status == "landed":
+                    outcomes.append(_sent(r, g, ref, now, reconciled=True))
+                    counts["sent"] += 1
                     continue
-                policy = seq.extras
-                if history is not None:
-                    why = _conversation_rule(r, seq, history, starting, now)
-                    if why is not None:
-                        kind, reason, until = why
-                        decided.append(_defer(r, until, reason, now, in_flight=r.in_flight) if kind == "DEFERRED"
-                                       else _end(r, "SKIPPED", "SKIPPED", reason, now))
-                        counts[f"{kind.lower()}:{reason}"] += 1
-                        continue
-                window = policy.get("send_window") or account.send_window
-                if window and action_type != "CHECK_FOR_REPLY":
-                    tz = windows.zone(people[r.person_id].get("timezone"), account.timezone)
-                    opens = windows.next_open(now, window, tz)
-                    if opens > now:  # outside the lead's send window: wait for it to open, keep the place
-                        decided.append(_defer(r, opens, "send_window", now, in_flight=r.in_flight,
-                                              data={"timezone": tz.key}))
-                        counts["deferred:send_window"] += 1
-                        continue
-                if action_type == "CHECK_FOR_REPLY":
-                    nxt = machine.after_action(seq, r.current_step, now)
-                    if r.id in replied:
-                        nxt = machine.on_signal(seq, r.current_step, "waiting", now, "REPLIED", now, now) or nxt
-                    decided.append(_to(r, nxt, "CHECKED", now, performed=True))
-                    counts["checked"] += 1
+                if status == "unknown":
+                    outcomes.append(_end(r, "NEEDS_REVIEW", "NEEDS_REVIEW", "reconcile_unknown", now))
+                    counts["needs_review"] += 1
                     continue
-                text, variant, skip = compose(action, r.id, variables_for(r.variables, people[r.person_id]),
-                                              (r.variants or {}).get(r.current_step),
-                                              winners.get((r.version_id, r.current_step)))
-                if skip:
-                    decided.append(_end(r, "SKIPPED", "SKIPPED", skip, now))
-                    counts["skipped:" + skip.split(":")[0]] += 1
-                    continue
-                gos.append(_Go(r, seq, text, variant, people[r.person_id], reconcile=r.in_flight))
-                intents.append(Transition(
-                    id=r.id, expect_step=r.current_step, expect_phase="pending", status="ACTIVE",
-                    step=r.current_step, phase="pending",
-                    next_run_at=lease_from + timedelta(seconds=cfg.lease_seconds),
-                    event_kind="ATTEMPTED", occurred_at=now, in_flight=True, keep_lease=True,
-                    dedupe_key=f"att:{r.id}:{r.current_step}:{r.attempts}", variant=variant,
-                    data={"action": action.type, "reconcile": r.in_flight},
-                ))
-            if cfg.dry_run:
-                counts["would_send"] += len(gos)
-                for g in gos:
-                    log.info("dry run: would %s enrollment %s%s: %r", action_type, g.row.id,
-                             f" (variant {g.variant})" if g.variant else "", g.text[:200])
-                tx.rollback()
-                return 0  # a dry run looks at one batch per action type and changes nothing
-            if budget is not None:
-                budget.spend(len(gos))
-            steps.apply(conn, decided + intents, owner=owner, account_id=account.id, provider=account.provider)
-            if gos:  # the warm-up ramp counts days from the account's first send
-                conn.execute(sa.text("UPDATE sender_accounts SET first_send_at = :t WHERE id = :a "
-                                     "AND first_send_at IS NULL"), {"t": now, "a": account.id})
-            counts["attempted"] += len(gos)
-        # ---- commit 1 done: intents are durable. Provider calls, with no transaction open. ----
-        outcomes, released, release_at, blocks = [], [], None, []
-        stop: str | None = None
-        rate_info = None
-        spacing = account.spacing or {}
-        for i, g in enumerate(gos):
-            r = g.row
-            if i and spacing and not stop:  # a human-like random gap between consecutive sends of one account
-                gap = rng.uniform(spacing["min_seconds"], spacing["max_seconds"])
-                if time.monotonic() + gap > call_deadline:
-                    stop = "lease_deadline"
-                else:
-                    time.sleep(gap)
-            if stop or time.monotonic() > call_deadline:
-                released.append(g)  # never called: given back untouched (an earlier in-flight mark is kept)
-                continue
-            try:
-                if g.reconcile:
-                    since = (r.first_attempt_at or now - timedelta(days=7)) - timedelta(seconds=60)  # clock skew
-                    by_key = {"idempotency_key": f"{r.id}:{r.current_step}"} if getattr(
-                        provider_client, "reconcile_by_key", False) else {}  # gateways look the key up
-                    status, ref = provider_client.reconcile(action_type, account.user_id, g.recipient, g.text, since,
-                                                            **by_key)
-                    counts["reconciled"] += 1
-                    if status == "landed":
-                        outcomes.append(_sent(r, g, ref, now, reconciled=True))
-                        counts["sent"] += 1
-                        continue
-                    if status == "unknown":
-                        outcomes.append(_end(r, "NEEDS_REVIEW", "NEEDS_REVIEW", "reconcile_unknown", now))
-                        counts["needs_review"] += 1
-                        continue
-                ctx = {"context": {"subject": g.seq.actions[r.current_step].subject,
-                                   "variables": variables_for(r.variables, g.recipient)}} if getattr(
-                    provider_client, "wants_context", False) else {}  # email: the subject template
-                result = provider_client.perform(action_type, account.user_id, g.recipient, g.text,
-                                                 idempotency_key=f"{r.id}:{r.current_step}", **ctx)
-                outcomes.append(_sent(r, g, result.provider_ref, now))
-                if (result.data or {}).get("replies_visible") is False:  # "unknown is not no" (signals.py)
-                    outcomes[-1].data["replies_visible"] = False
-                counts["sent"] += 1
-            except RateLimited as e:
-                stop, release_at = "rate_limited", e.reset_at or now + timedelta(minutes=15)
-                released.append(g)
-                counts["rate_limited"] += 1
-                rate_info = (None, None, e.reset_at, True)
-                continue
-            except AccountError as e:
-                stop = "account_error"
-                released.append(g)
-                log.error("account %s cannot act: %s", account.name, e)
-                counts["account_error"] += 1
-                continue
-            except RetryableError as e:
-                outcomes.append(_retry(r, g, e, now, cfg, rng))
-                counts["retried" if r.attempts < cfg.max_attempts else "failed:" + e.reason] += 1
-                continue
-            except PermanentError as e:
-                outcomes.append(_end(r, "FAILED", "FAILED", e.reason, now, variant=g.variant,
-                                     dedupe=f"out:{r.id}:{r.current_step}", data={"detail": e.detail[:300]}))
-                counts["failed:" + e.reason] += 1
-                kind = IDENTITY_KIND.get(account.provider)
-                if e.reason == "blocked" and g.recipient.get(kind):  # a block suppresses that identity
-                    blocks.append({"kind": kind, "value": g.recipient[kind], "source": f"block:{account.name}"})
-                continue
-            info = getattr(provider_client.client, "last_rate", {}).get(ENDPOINT_OF.get(action_type, ""))
-            if info is not None and info.remaining == 0:
-                stop, release_at = "provider_remaining_0", info.reset_at
-                rate_info = (info.remaining, info.limit, info.reset_at, False)
-        if rate_info is None:
-            info = getattr(provider_client.client, "last_rate", {}).get(ENDPOINT_OF.get(action_type, ""))
-            if info is not None:
-                rate_info = (info.remaining, info.limit, info.reset_at, False)
-        # ---- commit 2: outcomes, fenced on the lease ----
-        with conn.begin():
-            passed = steps.apply(conn, outcomes, owner=owner, account_id=account.id, provider=account.provider)
-            if len(passed) < len(outcomes):
-                counts["fenced"] += len(outcomes) - len(passed)
-                log.warning("%d outcomes lost their lease (another worker took over); they will be reconciled",
-                            len(outcomes) - len(passed))
-            if released:
-                # never called: the lease and the budget are given back; a lead that was already in flight
-                # before this batch keeps its mark (its earlier attempt still needs reconciling)
-                steps.apply(conn, [_defer(g.row, release_at or now, stop or "lease_deadline", now,
-                                          in_flight=g.reconcile) for g in released],
-                            owner=owner, account_id=account.id, provider=account.provider)
-                if action_type != "CHECK_FOR_REPLY":
-                    refund(conn, account.id, action_type, account_limits(account, action_type, now), now,
-                           len(released))
-                counts["released"] += len(released)
-            if rate_info is not None and action_type != "CHECK_FOR_REPLY":
-                remaining, limit_, reset_at, was_429 = rate_info
-                until = feedback(conn, account.id, action_type, account_limits(account, action_type, now), now,
-                                 remaining, limit_, reset_at, was_429, rng)
-                if until:
-                    log.info("account %s %s blocked until %s (provider limit)", account.name, action_type,
-                             until.isoformat())
-            if blocks:
-                conn.execute(sa.text("""
-                    INSERT INTO suppressions (kind, value, reason, source, created_at)
-                    SELECT kind, value, 'blocked_us', source, :now
-                    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(kind text, value text, source text)
-                    ON CONFLICT (kind, value) DO NOTHING"""), {"rows": json.dumps(blocks), "now": now})
-            if stop == "account_error":
-                conn.execute(sa.text("UPDATE sender_accounts SET blocked_until = :t WHERE id = :a"),
-                             {"t": now + timedelta(hours=1), "a": account.id})
-        return 0 if stop else len(rows)
-    finally:
-        conn.close()
+            ctx = {"context": {"subject": g.seq.actions[r.current_step].subject,
+                               "variables": variables_for(r.variables, g.recipient)}} if getattr(
+                provider_client, "wants_context", False) else {}  # email: the subject template
+            result = provider_client.perform(action_type, account.user_id, g.recipient, g.text,
+                                             idempotency_key=f"{r.id}:{r.current_step}", **ctx)
+            outcomes.append(_sent(r, g, result.provider_ref, now))
+            if (result.data or {}).get("replies_visible") is False:  # "unknown is not no" (signals.py)
+                outcomes[-1].data["replies_visible"] = False
+            counts["sent"] += 1
+        except RateLimited as e:
+            stop, release_at = "rate_limited", e.reset_at or now + timedelta(minutes=15)
+            released.append(g)
+            counts["rate_limited"] += 1
+            rate_info = (None, None, e.reset_at, True)
+            continue
+        except AccountError as e:
+            stop = "account_error"
+            released.append(g)
+            log.error("account %s cannot act: %s", account.name, e)
+            counts["account_error"] += 1
+            continue
+        except RetryableError as e:
+            outcomes.append(_retry(r, g, e, now, cfg, rng))
+            counts["retried" if r.attempts < cfg.max_attempts else "failed:" + e.reason] += 1
+            continue
+        except PermanentError as e:
+            outcomes.append(_end(r, "FAILED", "FAILED", e.reason, now, variant=g.variant,
+                                 dedupe=f"out:{r.id}:{r.current_step}", data={"detail": e.detail[:300]}))
+            counts["failed:" + e.reason] += 1
+            kind = IDENTITY_KIND.get(account.provider)
+            if e.reason == "blocked" and g.recipient.get(kind):  # a block suppresses that identity
+                blocks.append({"kind": kind, "value": g.recipient[kind], "source": f"block:{account.name}"})
+            continue
+        info = getattr(provider_client.client, "last_rate", {}).get(ENDPOINT_OF.get(action_type, ""))
+        if info is not None and info.remaining == 0:
+            stop, release_at = "provider_remaining_0", info.reset_at
+            rate_info = (info.remaining, info.limit, info.reset_at, False)
+    if rate_info is None:
+        info = getattr(provider_client.client, "last_rate", {}).get(ENDPOINT_OF.get(action_type, ""))
+        if info is not None:
+            rate_info = (info.remaining, info.limit, info.reset_at, False)
+    # ---- commit 2: outcomes, fenced on the lease ----
+    with conn.begin():
+        passed = steps.apply(conn, outcomes, owner=owner, account_id=account.id, provider=account.provider)
+        if len(passed) < len(outcomes):
+            counts["fenced"] += len(outcomes) - len(passed)
+            log.warning("%d outcomes lost their lease (another worker took over); they will be reconciled",
+                        len(outcomes) - len(passed))
+        if released:
+            # never called: the lease and the budget are given back; a lead that was already in flight
+            # before this batch keeps its mark (its earlier attempt still needs reconciling)
+            steps.apply(conn, [_defer(g.row, release_at or now, stop or "lease_deadline", now,
+                                      in_flight=g.reconcile) for g in released],
+                        owner=owner, account_id=account.id, provider=account.provider)
+            if action_type != "CHECK_FOR_REPLY":
+                refund(conn, account.id, action_type, account_limits(account, action_type, now), now,
+                       len(released))
+            counts["released"] += len(released)
+        if rate_info is not None and action_type != "CHECK_FOR_REPLY":
+            remaining, limit_, reset_at, was_429 = rate_info
+            until = feedback(conn, account.id, action_type, account_limits(account, action_type, now), now,
+                             remaining, limit_, reset_at, was_429, rng)
+            if until:
+                log.info("account %s %s blocked until %s (provider limit)", account.name, action_type,
+                         until.isoformat())
+        if blocks:
+            conn.execute(sa.text("""
+                INSERT INTO suppressions (kind, value, reason, source, created_at)
+                SELECT kind, value, 'blocked_us', source, :now
+                FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(kind text, value text, source text)
+                ON CONFLICT (kind, value) DO NOTHING"""), {"rows": json.dumps(blocks), "now": now})
+        if stop == "account_error":
+            conn.execute(sa.text("UPDATE sender_accounts SET blocked_until = :t WHERE id = :a"),
+                         {"t": now + timedelta(hours=1), "a": account.id})
+    return more and not stop
 
 
 def _conversation_rule(r, seq: SequenceDef, history: "gate.History", starting: set[int], now: datetime):

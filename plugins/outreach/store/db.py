@@ -67,9 +67,26 @@ def resolve_url() -> str:
     return embedded_url()
 
 
+# Session settings of the engine's connections. No parallel plans: the engine's statements touch a batch of rows
+# each, and on a small machine starting two parallel workers for them costs more than the query (the gate's
+# lookups took 9.5 ms with them, 5.0 ms without; bench/perf/README.md). The metrics rollup, which scans a day of
+# events, turns them back on for its own transaction (engine/metrics.py).
+SESSION_OPTIONS = "-c max_parallel_workers_per_gather=0"
+
+
+def _connect_args(url: str) -> dict:
+    u = sa.engine.make_url(url)
+    if not u.get_backend_name().startswith("postgresql") or not u.get_driver_name().startswith("psycopg"):
+        return {}
+    given = u.query.get("options")  # options given in the URL come after ours, so they win
+    given = " ".join(given) if isinstance(given, tuple) else given
+    return {"options": f"{SESSION_OPTIONS} {given}" if given else SESSION_OPTIONS}
+
+
 @lru_cache(maxsize=8)
 def _engine_for(url: str) -> sa.Engine:
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, future=True)
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, future=True,
+                            connect_args=_connect_args(url))
 
 
 def get_engine(url: str | None = None) -> sa.Engine:
