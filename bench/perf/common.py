@@ -96,6 +96,20 @@ def fresh_database(server: str, name: str) -> str:
     return url
 
 
+_PLAIN: dict = {}
+
+
+def plain_engine(url: str):
+    """An engine with the server's own session settings, for the references (floor, v1): the engine's
+    connections set their own (``outreach.store.db.SESSION_OPTIONS``), which must not change what the
+    references measure."""
+    import sqlalchemy as sa
+
+    if url not in _PLAIN:
+        _PLAIN[url] = sa.create_engine(url)
+    return _PLAIN[url]
+
+
 def drop_database(server: str, name: str) -> None:
     import sqlalchemy as sa
 

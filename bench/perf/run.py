@@ -439,7 +439,7 @@ def ingest_floor(url: str, rnd: int, now: datetime, limit: int | None = None) ->
         buf.write(line * (2 if r.duplicate else 1))
         delivered += 2 if r.duplicate else 1
     buf.seek(0)
-    raw = eng(url).raw_connection()
+    raw = common.plain_engine(url).raw_connection()  # server defaults
     t = time.perf_counter()
     cur = raw.cursor()
     cur.execute("CREATE TEMP TABLE sig_stage (account_id bigint, kind text, external_id text, provider_ref text, "
@@ -511,7 +511,7 @@ def metrics_phase(url: str, reps: int) -> dict:
             if who == "engine":
                 res["summary"] = metrics.aggregate(eng(url), d0, d1)
             else:
-                with eng(url).begin() as c:
+                with common.plain_engine(url).begin() as c:
                     c.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
                     c.execute(sa.text(FLOOR_METRICS), {"a": d0, "b": d1})
             res[who].append(time.perf_counter() - t)

@@ -241,9 +241,9 @@ def v1_job(engine: sa.Engine, states: NextStates, accounts: list[int], now: date
 
 
 def reference_role(args) -> None:
-    from outreach.store.db import get_engine
+    import common
 
-    engine = get_engine(args.url)
+    engine = common.plain_engine(args.url)  # the server's own session settings, not the engine's
     with engine.connect() as conn:
         states = NextStates(conn)
     raw = engine.raw_connection()
@@ -272,7 +272,10 @@ def enrol_role(args) -> None:
     from outreach.store import catalog
     from outreach.store.db import get_engine
 
-    engine = get_engine(args.url)
+    import common
+
+    # the floor runs with the server's own session settings, not the engine's
+    engine = get_engine(args.url) if args.mode == "engine" else common.plain_engine(args.url)
     now = datetime.fromisoformat(args.now)
     t0 = time.perf_counter()
     if args.mode == "engine":
