@@ -43,7 +43,52 @@ class ImportReport:
     conflicts: list[str] = field(default_factory=list)
 
 
-def parse_leads_csv(text: str, filename: str) -> list[dict]:
+CHUNK_ROWS = 50_000  # leads per COPY chunk
+
+
+class LeadRows:
+    """Validated leads, held as the COPY lines that stage them (chunks of ``CHUNK_ROWS``), not as a dict per row:
+    a million leads take ~0.3 GB instead of ~3 GB, and import_leads streams the chunks into the staging table.
+    ``len()`` is the number of leads; iterating yields each lead as the dict parse_lead_rows used to return."""
+
+    def __init__(self) -> None:
+        self.chunks: list[str] = []
+        self._buf = io.StringIO()
+        self._writer = csv.writer(self._buf)
+        self._n = 0
+        self._in_buf = 0
+
+    def append(self, line: int, name: str | None, timezone: str | None, company_domain: str | None, ids: dict,
+               variables: dict) -> None:
+        self._writer.writerow([line, name or "", timezone or "", company_domain or "", json.dumps(ids),
+                               json.dumps(variables)])
+        self._n += 1
+        self._in_buf += 1
+        if self._in_buf >= CHUNK_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._in_buf:
+            self.chunks.append(self._buf.getvalue())
+            self._buf = io.StringIO()
+            self._writer = csv.writer(self._buf)
+            self._in_buf = 0
+
+    def done(self) -> "LeadRows":
+        self._flush()
+        return self
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self):
+        for chunk in self.chunks:
+            for line, name, tz, domain, ids, variables in csv.reader(io.StringIO(chunk)):
+                yield {"line": int(line), "name": name or None, "timezone": tz or None,
+                       "company_domain": domain or None, "ids": json.loads(ids), "variables": json.loads(variables)}
+
+
+def parse_leads_csv(text: str, filename: str) -> LeadRows:
     """Validate the whole file first; raise ValidationError naming file, line and column."""
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames:
@@ -51,7 +96,7 @@ def parse_leads_csv(text: str, filename: str) -> list[dict]:
     return parse_lead_rows(list(reader.fieldnames), enumerate(reader, start=2), filename)
 
 
-def parse_leads_query(url: str, sql: str, filename: str) -> list[dict]:
+def parse_leads_query(url: str, sql: str, filename: str) -> LeadRows:
     """An audience segment: run ``sql`` (one SELECT) against the audience database; rows are leads.
     Column names are those of the CSV format; "line" in errors is the result row number."""
     engine = sa.create_engine(url)
@@ -67,7 +112,7 @@ def parse_leads_query(url: str, sql: str, filename: str) -> list[dict]:
     return parse_lead_rows(header, enumerate(records, start=1), filename)
 
 
-def parse_lead_rows(fieldnames: list[str], records, filename: str) -> list[dict]:
+def parse_lead_rows(fieldnames: list[str], records, filename: str) -> LeadRows:
     issues: list[ValidationIssue] = []
     header = [h.strip() for h in fieldnames]
     if len(set(header)) != len(header):
@@ -75,7 +120,9 @@ def parse_lead_rows(fieldnames: list[str], records, filename: str) -> list[dict]
     if not any(c in header for c in IDENTITY_COLUMNS):
         issues.append(ValidationIssue(filename, 1, "header",
                                       f"needs at least one identity column: {', '.join(IDENTITY_COLUMNS)}"))
-    rows, seen = [], {}
+    rows = LeadRows()
+    seen: dict[str, int] = {}  # "kind<TAB>value" -> first line (a flat string key: ~3x smaller than a tuple)
+    zones: set[str] = set()  # time zones already validated (ZoneInfo's own strong cache holds only 8)
     for lineno, raw in records:
         row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
         if None in raw:
@@ -93,16 +140,18 @@ def parse_lead_rows(fieldnames: list[str], records, filename: str) -> list[dict]
         if "twitter" in ids and not ids["twitter"].isdigit():
             issues.append(ValidationIssue(filename, lineno, "twitter_id", f"X user ids are numeric: {row['twitter_id']!r}"))
         tz = row.get("timezone") or None
-        if tz:
+        if tz and tz not in zones:
             try:
                 ZoneInfo(tz)
+                zones.add(tz)
             except (ZoneInfoNotFoundError, ValueError):
                 issues.append(ValidationIssue(filename, lineno, "timezone", f"unknown timezone {tz!r}"))
         for kind, value in ids.items():
-            if (kind, value) in seen:
+            key = f"{kind}\t{value}"
+            if key in seen:
                 issues.append(ValidationIssue(filename, lineno, COLUMN_OF[kind],
-                                              f"{value!r} already appears on line {seen[(kind, value)]}"))
-            seen[(kind, value)] = lineno
+                                              f"{value!r} already appears on line {seen[key]}"))
+            seen[key] = lineno
         variables = {k: v for k, v in row.items() if k not in KNOWN_COLUMNS and v != ""}
         name = row.get("name") or ""
         variables.setdefault("name", name) if name else None
@@ -111,31 +160,31 @@ def parse_lead_rows(fieldnames: list[str], records, filename: str) -> list[dict]
         for col in ("twitter_username", "company_domain"):
             if row.get(col):
                 variables.setdefault(col, row[col])
-        rows.append({"line": lineno, "name": name or None, "timezone": tz,
-                     "company_domain": (row.get("company_domain") or "").lower() or None,
-                     "ids": ids, "variables": variables})
+        if not issues:  # once the file is known to be refused, only its issues are collected
+            rows.append(lineno, name or None, tz, (row.get("company_domain") or "").lower() or None, ids, variables)
     if issues:
         raise ValidationError(issues)
-    return rows
+    return rows.done()
 
 
-def _copy_stage(conn: sa.Connection, rows: list[dict]) -> None:
-    """Stage the rows with COPY (one round trip, no per-row statements)."""
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    for r in rows:
-        w.writerow([r["line"], r["name"] or "", r["timezone"] or "", r["company_domain"] or "",
-                    json.dumps(r["ids"]), json.dumps(r["variables"])])
-    buf.seek(0)
+def _copy_stage(conn: sa.Connection, rows) -> None:
+    """Stage the rows with COPY, one chunk of CHUNK_ROWS at a time (no per-row statements, no second copy of the
+    whole file in memory). ``rows``: LeadRows, or an iterable of lead dicts."""
+    if not isinstance(rows, LeadRows):
+        staged = LeadRows()
+        for r in rows:
+            staged.append(r["line"], r["name"], r["timezone"], r["company_domain"], r["ids"], r["variables"])
+        rows = staged.done()
     cur = conn.connection.dbapi_connection.cursor()
     try:
-        cur.copy_expert("COPY lead_stage (line, name, timezone, company_domain, ids, variables) "
-                        "FROM STDIN WITH (FORMAT csv, NULL '')", buf)
+        for chunk in rows.chunks:
+            cur.copy_expert("COPY lead_stage (line, name, timezone, company_domain, ids, variables) "
+                            "FROM STDIN WITH (FORMAT csv, NULL '')", io.StringIO(chunk))
     finally:
         cur.close()
 
 
-def import_leads(conn: sa.Connection, seq_row, seq: SequenceDef, rows: list[dict], now: datetime) -> ImportReport:
+def import_leads(conn: sa.Connection, seq_row, seq: SequenceDef, rows, now: datetime) -> ImportReport:
     """Merge people and enrol them, in a handful of statements inside the caller's transaction."""
     report = ImportReport(rows=len(rows))
     if not rows:
