@@ -27,3 +27,9 @@ bench: $(STAMP)
 
 clean-state:
 	rm -rf .outreach
+
+# The docker-compose.yaml containers' commands as processes: CeleryExecutor with two workers on one DAG run
+# (needs Redis at 127.0.0.1:6379, else that part is skipped) and the default LocalExecutor profile.
+.PHONY: deploy-check
+deploy-check: $(STAMP)
+	$(BIN)/python bench/deploy/celery_check.py
