@@ -201,7 +201,8 @@ def claim_intent(args) -> None:
                 for variant in (list(res) if rnd % 2 == 0 else list(res)[::-1]):
                     with c.begin() as tx:
                         p = {"account_id": a, "action_type": "SEND_TWITTER_DM", "now": NOW, "owner": "exp",
-                             "limit": 200, "lease": 300, "sequences": None, "lease_from": NOW}
+                             "limit": 200, "lease": 300, "sequences": None, "lease_from": NOW, "ids": None,
+                             "mark_in_flight": False}
                         t = time.perf_counter()
                         if variant.endswith("(engine)"):
                             rows = c.execute(steps.CLAIM_SQL, p).all()
