@@ -556,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
             results["celery"] = check("celery", args.redis_url, args.keep)
     if args.mode in ("local", "all"):
         results["local"] = check("local", args.redis_url, args.keep)
-    say("deploy check: " + ", ".join(f"{k} {'passed' if v else 'FAILED'}" for k, v in results.items()))
+    say("deploy check: " + (", ".join(f"{k} {'passed' if v else 'FAILED'}" for k, v in results.items())
+                            or "nothing ran"))
     return 0 if all(results.values()) else 1
 
 

@@ -166,3 +166,17 @@ def test_worker_is_the_celery_worker_and_scales(celery_doc):
     worker = celery_doc["services"]["airflow-worker"]
     assert container_argv(worker) == ["airflow", "celery", "worker"]
     assert "hostname" not in worker  # each replica is celery@<its container hostname>
+
+
+def test_deploy_check_takes_its_commands_from_the_compose_file():
+    """bench/deploy/celery_check.py runs what the compose file says, per profile, and reads worker logs right."""
+    from bench.deploy.celery_check import compose_env, worker_log_tasks
+
+    env, services = compose_env("celery")
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor" and "airflow-worker" in services
+    env, services = compose_env("local")
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor" and "airflow-worker" not in services
+    line = ("[info     ] [2ffe131e] Executing workload in Celery: dag_rel_path=PurePosixPath('outreach_sequences.py') "
+            "ti=TaskInstanceDTO(id=UUID('01a2'), task_id='advance_x', dag_id='outreach_sequences', run_id='r1', "
+            "try_number=1, map_index=2, pool_slots=1)")
+    assert worker_log_tasks(line, "r1") == [("advance_x", 2)] and worker_log_tasks(line, "r2") == []
