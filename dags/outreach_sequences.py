@@ -10,6 +10,9 @@ per lead), and recomputes the metrics rollup.
 invariant of `docs/architecture.md` (lease, intent before effect, fenced outcome, reconcile before retry).
 A backfill run never sends: it only recomputes metrics for its data interval.
 
+**Variables**: `outreach_account_batch_size` (sender accounts per mapped poll/advance task, default 20: lower it
+to spread a small deployment over more workers); `outreach_alert_*` (see `aggregate_metrics`).
+
 **Params** (trigger with config): `sequences` (names; empty = all), `providers` (empty = all implemented),
 `dry_run` (decide and log, send nothing), `max_actions` (cap on sends per advance task), `now` (engine clock,
 ISO 8601; for simulations and demos only; empty = real time).
@@ -27,6 +30,19 @@ from outreach.operators.advance import OPERATORS
 from outreach.store.catalog import cached_sequence_names
 
 PROVIDERS = tuple(OPERATORS)
+
+
+def account_batch_size() -> int:
+    """Sender accounts per mapped poll/advance task: the Airflow Variable ``outreach_account_batch_size``
+    (default 20). Smaller spreads a small deployment over more workers; read at run time, never at parse time."""
+    from airflow.sdk import Variable
+
+    raw = Variable.get("outreach_account_batch_size", default=None)
+    try:
+        return max(1, int(raw)) if raw not in (None, "") else 20
+    except ValueError:
+        print(f"outreach_account_batch_size={raw!r} is not an integer: using 20")
+        return 20
 
 with DAG(
     dag_id="outreach_sequences",
@@ -70,7 +86,8 @@ with DAG(
             print("plan_polls: backfill run, nothing to poll")
             return []
         wanted = params.get("providers") or PROVIDERS
-        batches = [{"provider": p, "account_ids": b} for p in wanted for b in poll_batches(get_engine(), p)]
+        size = account_batch_size()
+        batches = [{"provider": p, "account_ids": b} for p in wanted for b in poll_batches(get_engine(), p, size)]
         print(f"plan_polls: {len(batches)} batches, {sum(len(b['account_ids']) for b in batches)} accounts")
         return batches
 
@@ -165,7 +182,7 @@ with DAG(
                 print(f"plan_advance_{provider}: not wanted in this run (provider filter or backfill)")
                 return []
             batches = due_batches(get_engine(), provider, engine_clock(params.get("now")),
-                                  params.get("sequences") or None)
+                                  params.get("sequences") or None, batch_size=account_batch_size())
             print(f"plan_advance_{provider}: {len(batches)} batches, {sum(map(len, batches))} accounts with due work")
             return batches
 

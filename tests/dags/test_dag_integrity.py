@@ -130,3 +130,17 @@ def test_airflow_dags_test_runs_the_cycle_end_to_end(engine, sandbox, database_u
     assert sent == summary["follows"] == 5
     assert waiting == 5
     assert rollup == 5  # aggregate_metrics ran after the advance
+
+
+def test_the_account_batch_size_comes_from_an_airflow_variable(monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("outreach_sequences_dag", DAGS / "outreach_sequences.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.delenv("AIRFLOW_VAR_OUTREACH_ACCOUNT_BATCH_SIZE", raising=False)
+    assert mod.account_batch_size() == 20
+    monkeypatch.setenv("AIRFLOW_VAR_OUTREACH_ACCOUNT_BATCH_SIZE", "5")
+    assert mod.account_batch_size() == 5
+    monkeypatch.setenv("AIRFLOW_VAR_OUTREACH_ACCOUNT_BATCH_SIZE", "lots")
+    assert mod.account_batch_size() == 20
