@@ -30,6 +30,10 @@ def _airflow_conn_url() -> str | None:
         return None
 
 
+_LIBPQ_EXTRAS = ("host", "sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout", "application_name",
+                 "options", "target_session_attrs", "keepalives", "keepalives_idle")
+
+
 def connection_url(conn_id: str) -> str:
     """A SQLAlchemy URL from an Airflow connection (credentials come only from connections)."""
     try:
@@ -38,6 +42,16 @@ def connection_url(conn_id: str) -> str:
         conn = BaseHook.get_connection(conn_id)
     except Exception as e:  # noqa: BLE001 - not defined, or no secrets backend reachable
         raise LookupError(f"Airflow connection {conn_id!r} is not defined ({type(e).__name__})") from e
+    if (conn.conn_type or "").lower() in ("postgres", "postgresql"):
+        # built field by field: get_uri() percent-encodes a unix-socket host ("/run/pg" -> "%2Frun%2Fpg"), which
+        # libpq then reads as a host name; a socket directory goes in the query (?host=/run/pg) instead
+        host = conn.host or None
+        query = {k: str(v) for k, v in (conn.extra_dejson or {}).items() if k in _LIBPQ_EXTRAS}
+        if host and host.startswith("/"):
+            query["host"], host = host, None
+        return sa.engine.URL.create("postgresql+psycopg2", username=conn.login or None,
+                                    password=conn.password or None, host=host, port=conn.port or None,
+                                    database=conn.schema or None, query=query).render_as_string(hide_password=False)
     uri = conn.get_uri()
     for prefix in ("postgres://", "postgresql://"):
         if uri.startswith(prefix):
