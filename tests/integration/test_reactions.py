@@ -94,12 +94,49 @@ def test_the_fallback_poll_finds_signals_without_a_notify_and_does_not_refire(en
     assert [p["source"] for _, p in events] == ["poll"], events  # announced once, not every poll
 
 
+def test_the_trigger_keeps_listening_after_its_connection_is_killed(engine):
+    setup(engine, SEQ, n=1)
+
+    def kill_then_deliver():
+        with engine.begin() as c:
+            killed = c.execute(sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                       "WHERE query = 'LISTEN outreach_inbound'")).scalar()
+        assert killed == 1
+        time.sleep(3)  # it reconnects after a 1 s backoff
+        store.store(engine, "x", "1001", [_signal(0)], b"{}", None)
+
+    events = asyncio.run(_events(InboundSignalTrigger(poll_interval=60, debounce=0.2), kill_then_deliver, 6))
+    assert [p["source"] for _, p in events] == ["notify"], events  # woken by the NOTIFY, not a 60 s poll
+
+
+def test_a_signal_committed_after_a_newer_one_was_announced_still_fires(engine):
+    """Ids are taken at insert and transactions commit in any order: the NOTIFY of the older id is still news."""
+    setup(engine, SEQ, n=1)
+
+    def out_of_order():
+        slow = engine.connect()
+        tx = slow.begin()
+        slow.execute(store.INSERT_SQL, {"p": "x", "a": 1, "rows": json.dumps([{
+            "kind": "REPLIED", "external_id": "50000", "provider_ref": "dm:1", "occurred_at": None,
+            "conversation_id": None, "text": "hi"}])})
+        slow.execute(sa.text("SELECT pg_notify('outreach_inbound', 'slow')"))
+        store.store(engine, "x", "1001", [_signal(1)], b"{}", None)  # id 2, committed first
+        time.sleep(1.0)
+        with engine.begin() as c:  # a reaction run ingests id 2
+            c.execute(sa.text("UPDATE inbound_signals SET processed_at = now() WHERE provider_ref = 'dm:9001'"))
+        tx.commit()  # id 1 lands, with its NOTIFY
+        slow.close()
+
+    events = asyncio.run(_events(InboundSignalTrigger(poll_interval=60, debounce=0.2), out_of_order, 4))
+    assert [(p["source"], p["pending"]) for _, p in events] == [("notify", 1), ("notify", 1)], events
+
+
 def test_the_trigger_is_a_serializable_value_object():
     t = InboundSignalTrigger(poll_interval=5, debounce=0.5)
     path, kwargs = t.serialize()
     assert path == "outreach.triggers.inbound.InboundSignalTrigger"
     assert InboundSignalTrigger(**kwargs).serialize() == (path, kwargs)
-    assert "url" not in json.dumps(kwargs)  # no database URL (credentials) in the trigger row
+    assert set(kwargs) == {"channel", "poll_interval", "debounce", "refire_after"}  # no URL, no credentials
     with pytest.raises(ValueError):
         InboundSignalTrigger(channel="x; DROP TABLE events")
 

@@ -43,23 +43,27 @@ class InboundSignalTrigger(BaseEventTrigger):
                  "refire_after": self.refire_after})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from outreach.store.db import get_engine, resolve_url
+        from outreach.store.db import get_engine
 
-        url = await asyncio.to_thread(resolve_url)
+        url = await self._database_url()
         engine = get_engine(url)
+        loop = asyncio.get_running_loop()
         announced, announced_at, backoff = 0, 0.0, 1.0
         while True:
             listener = None
             try:
-                listener, wake = await self._listen(url)
-                loop = asyncio.get_running_loop()
-                backoff = 1.0
+                listener = await asyncio.to_thread(_connect_and_listen, url, self.channel)
+                wake = asyncio.Event()
+                listener.watch(loop, wake)
                 source = "start"
                 while True:
                     n, max_id, age = await asyncio.to_thread(_pending, engine)
+                    backoff = 1.0  # the database answers again
                     stale = n and time.monotonic() - announced_at >= self.refire_after and age >= self.refire_after
-                    if n and (max_id > announced or stale):
-                        announced, announced_at = max_id, time.monotonic()
+                    # a NOTIFY is news even when its signal's id is below one announced already (ids are taken
+                    # at insert, transactions commit in any order); a poll wake needs a new id or a stale backlog
+                    if n and (source == "notify" or max_id > announced or stale):
+                        announced, announced_at = max(announced, max_id), time.monotonic()
                         log.info("inbound signals: %s unprocessed up to id %s (%s)", n, max_id, source)
                         yield TriggerEvent({"max_signal_id": max_id, "pending": n, "source": source})
                     try:
@@ -68,42 +72,112 @@ class InboundSignalTrigger(BaseEventTrigger):
                         await asyncio.sleep(self.debounce)  # let the burst land: one event for all of it
                     except asyncio.TimeoutError:
                         source = "poll"
+                        # a half-open listener raises here, not silently; not watched meanwhile (one user at a time)
+                        listener.unwatch(loop)
+                        await asyncio.to_thread(listener.ping)
+                        listener.watch(loop, wake)
                     wake.clear()
-                    _drain(listener)
+                    listener.drain()
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - database gone: keep trying, polling resumes with it
+                if listener is not None:
+                    listener.close(loop)
+                    listener = None
                 log.warning("inbound listener: %s: %s; reconnecting in %.0fs", type(e).__name__, e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
             finally:
                 if listener is not None:
-                    _close(loop, listener)
+                    listener.close(loop)
 
-    async def _listen(self, url: str):
-        import psycopg2
-        import sqlalchemy as sa
+    @staticmethod
+    async def _database_url() -> str:
+        """The engine's database as configured (``OUTREACH_DATABASE_URL``, else the connection ``outreach_db``);
+        never the embedded fallback: a triggerer that started its own empty server would listen to nothing."""
+        import os
 
-        dsn = sa.engine.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        conn = await asyncio.to_thread(psycopg2.connect, dsn)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f"LISTEN {self.channel}")  # validated identifier
-        wake = asyncio.Event()
-        loop = asyncio.get_running_loop()
+        from outreach.store.db import connection_url
 
+        backoff = 1.0
+        while True:
+            url = os.environ.get("OUTREACH_DATABASE_URL")
+            if url:
+                return url
+            try:
+                return await asyncio.to_thread(connection_url, "outreach_db")
+            except LookupError as e:
+                log.error("inbound trigger: no database configured (%s); retrying in %.0fs", e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+
+
+class _Listener:
+    """A LISTENing psycopg2 connection watched by the event loop (no thread); remembers its fd, so the reader
+    is removed even after the connection died (a closed connection has no fileno, and a new connection that
+    reuses the number would otherwise never be watched)."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.fd = conn.fileno()
+        self.watched = False
+
+    def watch(self, loop, wake: asyncio.Event) -> None:
         def readable() -> None:
             try:
-                conn.poll()
-            except Exception:  # noqa: BLE001 - the connection broke: wake up; the next query raises
+                self.conn.poll()
+            except Exception:  # noqa: BLE001 - broken: stop watching (no busy loop), wake so the next query raises
+                self.unwatch(loop)
                 wake.set()
                 return
-            if conn.notifies:
-                conn.notifies.clear()
+            if self.conn.notifies:
+                self.conn.notifies.clear()
                 wake.set()
 
-        loop.add_reader(conn.fileno(), readable)
-        return conn, wake
+        loop.add_reader(self.fd, readable)
+        self.watched = True
+
+    def unwatch(self, loop) -> None:
+        if self.watched:
+            self.watched = False
+            try:
+                loop.remove_reader(self.fd)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def drain(self) -> None:
+        if self.conn.closed:
+            raise ConnectionError("the LISTEN connection is closed")
+        self.conn.poll()
+        self.conn.notifies.clear()
+
+    def ping(self) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT 1")
+
+    def close(self, loop) -> None:
+        self.unwatch(loop)
+        try:
+            self.conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _connect_and_listen(url: str, channel: str) -> _Listener:
+    import psycopg2
+    import sqlalchemy as sa
+
+    dsn = sa.engine.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = psycopg2.connect(dsn, connect_timeout=10, keepalives=1, keepalives_idle=30, keepalives_interval=10,
+                            keepalives_count=3)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"LISTEN {channel}")  # validated identifier
+    except Exception:
+        conn.close()
+        raise
+    return _Listener(conn)
 
 
 def _pending(engine) -> tuple[int, int, float]:
@@ -112,19 +186,3 @@ def _pending(engine) -> tuple[int, int, float]:
     with engine.connect() as c:
         n, max_id, age = c.execute(sa.text(PENDING_SQL)).one()
     return int(n or 0), int(max_id or 0), float(age or 0.0)
-
-
-def _drain(conn) -> None:
-    conn.poll()
-    conn.notifies.clear()
-
-
-def _close(loop, conn) -> None:
-    try:
-        loop.remove_reader(conn.fileno())
-    except Exception:  # noqa: BLE001
-        pass
-    try:
-        conn.close()
-    except Exception:  # noqa: BLE001
-        pass
