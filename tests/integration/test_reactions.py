@@ -299,3 +299,16 @@ def test_a_reaction_and_an_overlapping_backbone_advance_send_each_thanks_once(en
     thanks = [c for c in live.calls() if (c.get("text") or "").startswith("Thanks")]
     assert sorted(c["target_id"] for c in thanks) == ["50000", "50001", "50002"]
     assert live.summary()["duplicate_dms"] == 0
+
+
+def test_two_signals_for_one_enrollment_are_both_ingested_in_one_call(engine):
+    from outreach.clock import parse_now
+    from outreach.engine.signals import ingest
+
+    setup(engine, SEQ, n=1)
+    store.store(engine, "x", "1001", [_signal(0), Signal("REPLIED", "50000", "dm:second", datetime.now(timezone.utc),
+                                                         None, "and another thing")], b"{}", None)
+    counts = ingest(engine, parse_now(None))
+    assert counts["ingested"] == 2 and counts["deferred"] == 1  # the second waited for the first, same call
+    with engine.connect() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM inbound_signals WHERE processed_at IS NULL")).scalar() == 0

@@ -225,3 +225,62 @@ def test_the_inbound_page_shows_deliveries_refusals_and_the_backlog(client, engi
     data = client.get("/api/inbound").json()
     assert data["pending"]["n"] == 1 and data["refused"] == 2 and data["new_signals"] == 1
     assert {(r["reason"], r["status"]) for r in data["refusals"]} == {("missing_signature", 401), ("bad_signature", 403)}
+
+
+def test_the_crc_endpoint_cannot_be_used_to_sign_a_forged_delivery(client, engine):
+    forged = x_body(sender="50001", eid="424242")
+    r = client.get("/webhooks/x", params={"crc_token": forged.decode()})
+    assert r.status_code == 400 and "response_token" not in r.json()  # the endpoint signs no JSON body
+    # (X's scheme makes a CRC answer and a body signature the same HMAC: a token shaped like a body must not pass)
+    assert client.get("/webhooks/x", params={"crc_token": "a" * 257}).status_code == 400
+    assert client.get("/webhooks/x", params={"crc_token": "Zm9vYmFy_-+/="}).status_code == 200
+    assert signals(engine) == []
+
+
+def test_a_chunked_oversized_body_is_refused_without_reading_it_all(client, engine):
+    def chunks():
+        for _ in range(3):
+            yield b"x" * (webhooks.MAX_BODY // 2 + 1)
+
+    r = client.post("/webhooks/x", content=chunks(), headers={signing.X_SIGNATURE_HEADER: "sha256=AAAA"})
+    assert r.status_code == 413
+    assert deliveries(engine)[0].reason == "too_large"
+
+
+def test_a_nul_character_in_a_reply_is_dropped_not_a_500(client, engine):
+    body = json.dumps({"for_user_id": "1001", "direct_message_events": [{
+        "type": "message_create", "id": "77", "created_timestamp": str(int(time.time() * 1000)),
+        "message_create": {"sender_id": "50000", "message_data": {"text": "ok\u0000then"}}}]}).encode()
+    r = post_x(client, body)
+    assert r.status_code == 200, r.text
+    with engine.connect() as c:
+        assert c.execute(sa.text("SELECT text FROM inbound_signals")).scalar() == "okthen"
+
+
+@pytest.mark.parametrize("payload", [
+    {"for_user_id": "1001", "follow_events": [{"type": "follow", "source": "x", "target": {"id": "1001"}}]},
+    {"for_user_id": "1001", "direct_message_events": 5},
+])
+def test_a_signed_payload_of_the_wrong_shape_is_a_recorded_400(client, engine, payload):
+    r = post_x(client, json.dumps(payload).encode())
+    assert r.status_code == 400 and r.json()["error"] == "malformed"
+    assert [(d.status, d.reason) for d in deliveries(engine)] == [(400, "malformed")]
+
+
+def test_a_gateway_timestamp_must_be_plain_digits(client, engine):
+    payload = {"account_id": "li-acc-1", "events": []}
+    body = json.dumps(payload).encode()
+    ts = int(time.time())
+    h = signing.gateway_headers(SECRETS["linkedin"], body, ts)
+    h["X-Outreach-Timestamp"] = f" +{ts} "
+    assert post_gw(client, "linkedin", payload, headers=h).json()["error"] == "bad_timestamp"
+
+
+def test_a_bounce_without_message_id_is_malformed(client, engine):
+    raw = (b"From: MAILER-DAEMON@example.org\r\nTo: sales@example.com\r\nSubject: failure\r\n"
+           b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n--b\r\n"
+           b"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n"
+           b"Final-Recipient: rfc822; gone@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--b--\r\n")
+    r = post_gw(client, "email", {"mailbox": "sales@example.com", "raw": base64.b64encode(raw).decode()})
+    assert r.status_code == 400, r.text
+    assert signals(engine) == []

@@ -52,8 +52,7 @@ def poll_account(engine: sa.Engine, account, provider_client, stream: str, now: 
                      provider_ref text, text text, occurred_at timestamptz)
                 ON CONFLICT (provider, provider_ref) DO NOTHING"""), {
                 "p": account.provider, "a": account.id, "now": now,
-                "rows": json.dumps([{**s.__dict__, "occurred_at": s.occurred_at.isoformat() if s.occurred_at else None}
-                                    for s in signals]),
+                "rows": json.dumps([s.as_row() for s in signals]),
             }).rowcount
             counts["new_signals"] += inserted
             counts["duplicate_signals"] += len(signals) - inserted
@@ -127,9 +126,14 @@ def ingest(engine: sa.Engine, now: datetime, limit: int = 5000, moved: list[int]
             for r in rows:
                 by_signal.setdefault(r.signal_id, []).append(r)
             done, events, transitions, seen_enr = [], [], [], set()
+            again = False  # a signal waits only because another one moved its enrollment in this batch
             for signal_id, matches in by_signal.items():
-                if any(r.leased or r.enrollment_id in seen_enr for r in matches if r.enrollment_id):
-                    counts["deferred"] += 1  # a worker holds one of its enrollments, or it got a signal already
+                if any(r.leased for r in matches if r.enrollment_id):
+                    counts["deferred"] += 1  # a worker holds one of its enrollments: the next ingest takes it
+                    continue
+                if any(r.enrollment_id in seen_enr for r in matches if r.enrollment_id):
+                    counts["deferred"] += 1  # its enrollment got a signal already: the next batch takes it
+                    again = True
                     continue
                 done.append(signal_id)
                 for r in matches:
@@ -190,7 +194,7 @@ def ingest(engine: sa.Engine, now: datetime, limit: int = 5000, moved: list[int]
             conn.execute(sa.text("UPDATE inbound_signals SET processed_at = :now WHERE id = ANY(:ids)"),
                          {"now": now, "ids": done})
             counts["ingested"] += len(done)
-            if len(rows) < limit or not done:
+            if (len(rows) < limit and not again) or not done:
                 return counts
 
 

@@ -81,7 +81,7 @@ def email(payload: dict) -> tuple[str, list[Signal]]:
     except (binascii.Error, ValueError) as e:
         raise Malformed("`raw` must be base64 of an RFC 822 message") from e
     sigs = signals_from_message(raw, "webhook")
-    if any(s.provider_ref == "webhook" for s in sigs):
+    if any(s.provider_ref.startswith("webhook") for s in sigs):  # replies "webhook", bounces "webhook:{addr}"
         raise Malformed("the message has no Message-ID")
     return mailbox, sigs
 

@@ -40,7 +40,7 @@ def store(engine: sa.Engine, provider: str, user_id: str, signals: list[Signal],
           remote: str | None) -> dict:
     """Insert the signals (duplicates of either path skipped), record the delivery, NOTIFY when something is new.
     One transaction. Raises :class:`UnknownAccount` (and writes nothing but the refusal) for an unknown account."""
-    rows = [{**s.__dict__, "occurred_at": s.occurred_at.isoformat() if s.occurred_at else None} for s in signals]
+    rows = [s.as_row() for s in signals]
     with engine.begin() as conn:
         account_id = account_for(conn, provider, user_id)
         if account_id is None:

@@ -48,6 +48,13 @@ class Signal:
     conversation_id: str | None = None
     text: str | None = None
 
+    def as_row(self) -> dict:
+        """A JSON-ready row for ``inbound_signals``. NUL characters are dropped from the strings: PostgreSQL
+        refuses them, and one in a reply's text would otherwise fail its whole poll or delivery, every time."""
+        row = {k: (v.replace("\x00", "") if isinstance(v, str) else v) for k, v in self.__dict__.items()}
+        row["occurred_at"] = self.occurred_at.isoformat() if self.occurred_at else None
+        return row
+
 
 class ProviderError(Exception):
     """Base of provider failures. ``reason`` is a short machine-readable code recorded in the event log."""

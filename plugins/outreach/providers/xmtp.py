@@ -36,7 +36,8 @@ def valid_address(value: str | None) -> str | None:
 def signal_from_event(ev: dict, inbox: str) -> Signal | None:
     """One gateway event of ``inbox`` (polled or pushed to the webhook) as a signal; None if not one."""
     peer = valid_address(ev.get("peer")) or str(ev.get("peer"))
-    if ev.get("type") == "message" and ev.get("sender") != inbox:
+    sender = valid_address(ev.get("sender")) or str(ev.get("sender"))
+    if ev.get("type") == "message" and sender != (valid_address(inbox) or inbox):
         return Signal("REPLIED", peer, f"ev:{ev['id']}", parse_time(ev["at"]), ev.get("conversation_id"),
                       ev.get("text"))
     if ev.get("type") == "consent":

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -39,7 +41,10 @@ log = logging.getLogger(__name__)
 PROVIDERS = ("x", "linkedin", "xmtp", "email")
 CONN_PREFIX = "outreach_webhook_"
 MAX_BODY = 1 << 20
-X_REPLAY_SECONDS = 3600  # X signs no timestamp: a body whose newest event is older than this is a replay
+X_REPLAY_SECONDS = 3600
+# X's CRC tokens are short base64-ish strings. Anything else is refused: the CRC answer is an HMAC with the same
+# secret as the POST signature, so echoing it for an arbitrary token (a JSON body) would sign forged deliveries.
+CRC_TOKEN = re.compile(r"[A-Za-z0-9+/=_-]{1,256}")  # X signs no timestamp: a body whose newest event is older than this is a replay
 _SECRET_TTL = 60.0
 _secrets: dict[str, tuple[float, str | None]] = {}
 _secrets_lock = threading.Lock()
@@ -84,11 +89,12 @@ def router(get_engine, *, tolerance: int = signing.TOLERANCE_SECONDS,
     @r.get("/x")
     async def x_crc(request: Request, crc_token: str | None = None) -> JSONResponse:
         remote = request.client.host if request.client else None
-        key = secret("x")
+        key = await run_in_threadpool(secret, "x")
         if key is None:
             return await _refuse("x", 503, "not_configured", "the X webhook is not configured", b"", remote)
-        if not crc_token:
-            return await _refuse("x", 400, "malformed", "crc_token is required", b"", remote)
+        if not crc_token or not CRC_TOKEN.fullmatch(crc_token):
+            return await _refuse("x", 400, "malformed", "crc_token is required (base64 characters, at most 256)",
+                                 b"", remote)
         await run_in_threadpool(store.record_crc, get_engine(), remote)
         return JSONResponse({"response_token": signing.x_crc_response(key, crc_token)})
 
@@ -100,10 +106,14 @@ def router(get_engine, *, tolerance: int = signing.TOLERANCE_SECONDS,
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY:  # refused before reading it
             return await _refuse(provider, 413, "too_large", f"body over {MAX_BODY} bytes", b"", remote)
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return await _refuse(provider, 413, "too_large", f"body over {MAX_BODY} bytes", body[:0], remote)
-        key = secret(provider)
+        chunks, size = [], 0
+        async for chunk in request.stream():  # a chunked body has no length: stop reading at the limit
+            size += len(chunk)
+            if size > MAX_BODY:
+                return await _refuse(provider, 413, "too_large", f"body over {MAX_BODY} bytes", b"", remote)
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        key = await run_in_threadpool(secret, provider)
         if key is None:
             return await _refuse(provider, 503, "not_configured", f"the {provider} webhook is not configured",
                                  body, remote)
@@ -130,13 +140,16 @@ def router(get_engine, *, tolerance: int = signing.TOLERANCE_SECONDS,
                                          body, remote)
             else:
                 user_id, signals = getattr(parse, provider)(payload)
-        except (ValueError, parse.Malformed) as e:  # json.JSONDecodeError is a ValueError
+        except (ValueError, TypeError, AttributeError, KeyError) as e:  # JSONDecodeError, Malformed: ValueError
             return await _refuse(provider, 400, "malformed", str(e) if isinstance(e, parse.Malformed)
-                                 else "the body is not JSON", body, remote)
+                                 else "the body is not the expected JSON", body, remote)
         try:
             result = await run_in_threadpool(store.store, get_engine(), provider, user_id, signals, body, remote)
         except store.UnknownAccount as e:
             return await _refuse(provider, 404, "unknown_account", str(e), body, remote)
+        except sa.exc.DataError:  # a value PostgreSQL will not store: refused, recorded, never retried into a 500
+            return await _refuse(provider, 400, "malformed", "a field holds a value that cannot be stored", body,
+                                 remote)
         log.info("webhook %s: %s signals, %s new", provider, result["signals"], result["new"])
         return JSONResponse({"ok": True, **result})
 
