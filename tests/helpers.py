@@ -38,6 +38,34 @@ triggers:
 """
 
 
+# one DM, and a follow-up the moment the lead replies: the fast path's tests (webhooks, reactions)
+REPLY_THEN_THANKS = """
+name: dm-then-thanks
+accounts: [x-main]
+start: dm
+actions:
+  dm: {type: SEND_TWITTER_DM, message: "Hi {{ first_name }}"}
+  thanks: {type: SEND_TWITTER_DM, message: "Thanks for the reply, {{ first_name }}!"}
+triggers:
+  - {from: dm, trigger: REPLIED, to: thanks}
+  - {from: dm, trigger: NOT_REPLIED, after: 3d, to: END}
+  - {from: thanks, trigger: REPLIED, to: END}
+"""
+
+
+def x_activity(sender: str = "50000", eid: str = "1900000000000000001", at_ms: int | None = None,
+               me: str = "1001", text: str = "Sounds great") -> bytes:
+    """An X account-activity webhook body holding one DM from ``sender`` to ``me`` (now, unless ``at_ms``)."""
+    import json
+    import time
+
+    at_ms = int(time.time() * 1000) if at_ms is None else at_ms
+    return json.dumps({"for_user_id": me, "direct_message_events": [{
+        "type": "message_create", "id": eid, "created_timestamp": str(at_ms),
+        "message_create": {"target": {"recipient_id": me}, "sender_id": sender,
+                           "message_data": {"text": text}}}]}).encode()
+
+
 def setup(engine, sequence_yaml: str = DESIGN_SEQUENCE, leads: list[dict] | None = None, n: int = 10,
           now: str = "2026-01-05T09:00:00Z", accounts_yaml: str = ACCOUNTS) -> SequenceDef:
     """Apply accounts and a sequence, and enrol ``leads`` (or ``n`` generated X leads)."""

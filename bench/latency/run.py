@@ -49,6 +49,7 @@ import requests
 
 sys.path.insert(0, str(ROOT / "plugins"))
 
+from outreach.localenv import airflow_env  # noqa: E402
 from outreach.store.db import STATE_DIR, embedded_url, fresh_database, recreate_database  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -148,13 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     api_port, sandbox_port = free_port(), free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     api = f"http://127.0.0.1:{api_port}"
-    env = dict(os.environ)
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    env = airflow_env(engine_url, home=home, extra={  # the demo's Airflow settings, plus what a cluster needs
         "AIRFLOW__CORE__PARALLELISM": "8",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_db.render_as_string(hide_password=False),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
@@ -163,11 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        "OUTREACH_DATABASE_URL": engine_url,
         "AIRFLOW_CONN_X_MAIN": json.dumps({"conn_type": "x", "host": sandbox_url, "password": "sandbox-1001"}),
         "AIRFLOW_CONN_OUTREACH_WEBHOOK_X": json.dumps({"conn_type": "generic", "password": SECRET}),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "plugins"), os.environ.get("PYTHONPATH")])),
     })
     procs = Procs()
     t_start = time.time()

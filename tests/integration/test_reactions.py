@@ -15,26 +15,15 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from outreach.engine.signals import insert_signals
 from outreach.inbound import signing, store
 from outreach.providers.base import Signal
 from outreach.triggers.inbound import InboundSignalTrigger
 from outreach.web import webhooks
 
-from tests.helpers import setup
+from tests.helpers import REPLY_THEN_THANKS, setup, x_activity
 
 SECRET = "x-consumer-secret"
-SEQ = """
-name: dm-then-thanks
-accounts: [x-main]
-start: dm
-actions:
-  dm: {type: SEND_TWITTER_DM, message: "Hi {{ first_name }}"}
-  thanks: {type: SEND_TWITTER_DM, message: "Thanks for the reply, {{ first_name }}!"}
-triggers:
-  - {from: dm, trigger: REPLIED, to: thanks}
-  - {from: dm, trigger: NOT_REPLIED, after: 3d, to: END}
-  - {from: thanks, trigger: REPLIED, to: END}
-"""
 
 
 def _signal(i: int) -> Signal:
@@ -62,7 +51,7 @@ async def _events(trigger: InboundSignalTrigger, action, seconds: float) -> list
 
 
 def test_the_trigger_fires_on_notify_within_a_second(engine):
-    setup(engine, SEQ, n=1)
+    setup(engine, REPLY_THEN_THANKS, n=1)
     trigger = InboundSignalTrigger(poll_interval=60, debounce=0.2)
     events = asyncio.run(_events(trigger, lambda: store.store(engine, "x", "1001", [_signal(0)], b"{}", None), 4))
     assert len(events) == 1, events
@@ -72,7 +61,7 @@ def test_the_trigger_fires_on_notify_within_a_second(engine):
 
 
 def test_a_burst_of_deliveries_coalesces_into_one_event(engine):
-    setup(engine, SEQ, n=1)
+    setup(engine, REPLY_THEN_THANKS, n=1)
 
     def burst():
         for i in range(30):
@@ -83,7 +72,7 @@ def test_a_burst_of_deliveries_coalesces_into_one_event(engine):
 
 
 def test_the_fallback_poll_finds_signals_without_a_notify_and_does_not_refire(engine):
-    setup(engine, SEQ, n=1)
+    setup(engine, REPLY_THEN_THANKS, n=1)
 
     def insert_silently():  # as a poll does: no NOTIFY
         with engine.begin() as c:
@@ -95,7 +84,7 @@ def test_the_fallback_poll_finds_signals_without_a_notify_and_does_not_refire(en
 
 
 def test_the_trigger_keeps_listening_after_its_connection_is_killed(engine):
-    setup(engine, SEQ, n=1)
+    setup(engine, REPLY_THEN_THANKS, n=1)
 
     def kill_then_deliver():
         with engine.begin() as c:
@@ -111,14 +100,13 @@ def test_the_trigger_keeps_listening_after_its_connection_is_killed(engine):
 
 def test_a_signal_committed_after_a_newer_one_was_announced_still_fires(engine):
     """Ids are taken at insert and transactions commit in any order: the NOTIFY of the older id is still news."""
-    setup(engine, SEQ, n=1)
+    setup(engine, REPLY_THEN_THANKS, n=1)
 
     def out_of_order():
         slow = engine.connect()
         tx = slow.begin()
-        slow.execute(store.INSERT_SQL, {"p": "x", "a": 1, "rows": json.dumps([{
-            "kind": "REPLIED", "external_id": "50000", "provider_ref": "dm:1", "occurred_at": None,
-            "conversation_id": None, "text": "hi"}])})
+        insert_signals(slow, "x", 1, [Signal("REPLIED", "50000", "dm:1", None, None, "hi")], "webhook",
+                       datetime.now(timezone.utc))
         slow.execute(sa.text("SELECT pg_notify('outreach_inbound', 'slow')"))
         store.store(engine, "x", "1001", [_signal(1)], b"{}", None)  # id 2, committed first
         time.sleep(1.0)
@@ -176,7 +164,7 @@ def live(engine, sandbox, receiver):
     requests.post(f"{sandbox.url}/_sandbox/clock", json={"now": None}, timeout=5).raise_for_status()
     requests.post(f"{sandbox.url}/_sandbox/webhooks", json={"x": {"url": f"{receiver}/webhooks/x", "secret": SECRET}},
                   timeout=5).raise_for_status()
-    setup(engine, SEQ, n=3, now=datetime.now(timezone.utc).isoformat())
+    setup(engine, REPLY_THEN_THANKS, n=3, now=datetime.now(timezone.utc).isoformat())
     counts = advance(engine, [1], parse_now(None))
     assert counts["sent"] == 3
     yield sandbox
@@ -214,10 +202,7 @@ def test_a_reply_seen_by_webhook_and_by_poll_is_recorded_once(engine, live):
     requests.post(f"{live.url}/_sandbox/webhooks", json={}, timeout=5).raise_for_status()
     ref1 = _reply(live, 1)
     assert poll(engine, [1], "inbox", now)["new_signals"] == 1
-    body = json.dumps({"for_user_id": "1001", "direct_message_events": [{
-        "type": "message_create", "id": ref1.split(":")[1], "created_timestamp": str(int(time.time() * 1000)),
-        "message_create": {"target": {"recipient_id": "1001"}, "sender_id": "50001",
-                           "message_data": {"text": "Sure, tell me more"}}}]}).encode()
+    body = x_activity("50001", ref1.split(":")[1], text="Sure, tell me more")
     with engine.connect() as c:
         before = c.execute(sa.text("SELECT count(*) FROM inbound_signals")).scalar()
     from fastapi.testclient import TestClient
@@ -305,7 +290,7 @@ def test_two_signals_for_one_enrollment_are_both_ingested_in_one_call(engine):
     from outreach.clock import parse_now
     from outreach.engine.signals import ingest
 
-    setup(engine, SEQ, n=1)
+    setup(engine, REPLY_THEN_THANKS, n=1)
     store.store(engine, "x", "1001", [_signal(0), Signal("REPLIED", "50000", "dm:second", datetime.now(timezone.utc),
                                                          None, "and another thing")], b"{}", None)
     counts = ingest(engine, parse_now(None))

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from outreach.providers.email import unsubscribe_token
+from outreach.web import secrets
 from outreach.web import unsubscribe as unsub
 
 from tests.helpers import run_at, setup
@@ -30,11 +31,11 @@ triggers:
 def client(engine, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_OUTREACH_UNSUBSCRIBE",
                        json.dumps({"conn_type": "http", "host": "https://example.test", "password": SECRET}))
-    unsub._secret.cache_clear()
+    secrets.clear()
     app = FastAPI()
     app.include_router(unsub.router(lambda: engine))
     yield TestClient(app)
-    unsub._secret.cache_clear()
+    secrets.clear()
 
 
 def count(engine, sql):
@@ -73,12 +74,12 @@ def test_bad_tokens_are_refused_alike(engine, client, token):
 
 def test_without_a_configured_secret_everything_is_refused(engine, monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_OUTREACH_UNSUBSCRIBE", raising=False)
-    unsub._secret.cache_clear()
+    secrets.clear()
     app = FastAPI()
     app.include_router(unsub.router(lambda: engine))
     r = TestClient(app).post(f"/unsubscribe?token={unsubscribe_token(1, SECRET)}")
     assert r.status_code == 400
-    unsub._secret.cache_clear()
+    secrets.clear()
 
 
 def test_the_dashboard_app_serves_the_unsubscribe_endpoint(engine, monkeypatch):
@@ -86,9 +87,9 @@ def test_the_dashboard_app_serves_the_unsubscribe_endpoint(engine, monkeypatch):
 
     monkeypatch.setenv("AIRFLOW_CONN_OUTREACH_UNSUBSCRIBE",
                        json.dumps({"conn_type": "http", "host": "https://example.test", "password": SECRET}))
-    unsub._secret.cache_clear()
+    secrets.clear()
     setup(engine, SEQ, leads=[{"name": "Ada Lovelace", "twitter_id": "77001", "email": "ada@example.com"}])
     client = TestClient(create_app(engine))
     assert client.post(f"/unsubscribe?token={unsubscribe_token(1, SECRET)}").status_code == 200
     assert client.post("/unsubscribe?token=bad").status_code == 400
-    unsub._secret.cache_clear()
+    secrets.clear()

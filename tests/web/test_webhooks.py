@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import time
 
 import pytest
@@ -15,7 +16,7 @@ from outreach.inbound import signing
 from outreach.web import webhooks
 from outreach.web.app import create_app
 
-from tests.helpers import setup
+from tests.helpers import REPLY_THEN_THANKS, setup, x_activity
 
 SECRETS = {"x": "x-consumer-secret", "linkedin": "li-secret", "xmtp": "xm-secret", "email": "mail-secret"}
 ACCOUNTS = """
@@ -24,18 +25,6 @@ accounts:
   - {name: li-main, provider: linkedin, conn_id: li_main, user_id: "li-acc-1"}
   - {name: xm-main, provider: xmtp, conn_id: xm_main, user_id: "0x1111111111111111111111111111111111111111"}
   - {name: mail-main, provider: email, conn_id: mail_main, user_id: "sales@example.com"}
-"""
-SEQ = """
-name: dm-then-thanks
-accounts: [x-main]
-start: dm
-actions:
-  dm: {type: SEND_TWITTER_DM, message: "Hi {{ first_name }}"}
-  thanks: {type: SEND_TWITTER_DM, message: "Thanks for the reply, {{ first_name }}!"}
-triggers:
-  - {from: dm, trigger: REPLIED, to: thanks}
-  - {from: dm, trigger: NOT_REPLIED, after: 3d, to: END}
-  - {from: thanks, trigger: REPLIED, to: END}
 """
 
 
@@ -51,16 +40,8 @@ def configured(monkeypatch):
 
 @pytest.fixture
 def client(engine, configured):
-    setup(engine, SEQ, n=2, accounts_yaml=ACCOUNTS)
+    setup(engine, REPLY_THEN_THANKS, n=2, accounts_yaml=ACCOUNTS)
     return TestClient(create_app(engine))
-
-
-def x_body(sender="50000", eid="1900000000000000001", at_ms=None, me="1001") -> bytes:
-    at_ms = int(time.time() * 1000) if at_ms is None else at_ms
-    return json.dumps({"for_user_id": me, "direct_message_events": [{
-        "type": "message_create", "id": eid, "created_timestamp": str(at_ms),
-        "message_create": {"target": {"recipient_id": me}, "sender_id": sender,
-                           "message_data": {"text": "Sounds great"}}}]}).encode()
 
 
 def post_x(client, body: bytes, secret: str | None = SECRETS["x"], header: str | None = None):
@@ -110,15 +91,17 @@ def test_a_good_x_signature_is_stored_once_and_notified(client, engine):
     listener = psycopg2.connect(dsn.render_as_string(hide_password=False))
     listener.autocommit = True
     listener.cursor().execute("LISTEN outreach_inbound")
-    body = x_body()
+    body = x_activity()
     r = post_x(client, body)
     assert r.status_code == 200, r.text
     assert r.json() == {"ok": True, "signals": 1, "new": 1, "duplicates": 0}
+    select.select([listener], [], [], 2.0)  # sent on commit, before the answer; wait for it to arrive
     listener.poll()
     assert [json.loads(n.payload)["n"] for n in listener.notifies] == [1]
     listener.notifies.clear()
     r = post_x(client, body)  # X redelivers: stored once, no second NOTIFY
     assert r.json()["new"] == 0 and r.json()["duplicates"] == 1
+    select.select([listener], [], [], 0.5)  # give a (wrong) notification time to arrive
     listener.poll()
     assert listener.notifies == []
     listener.close()
@@ -138,7 +121,7 @@ def test_a_good_x_signature_is_stored_once_and_notified(client, engine):
 ])
 def test_bad_x_deliveries_are_refused_recorded_and_store_nothing(client, engine, case, status, reason, caplog):
     caplog.set_level("DEBUG")
-    body = x_body()
+    body = x_activity()
     if case == "missing":
         r = post_x(client, body, secret=None)
     elif case == "bad":
@@ -148,13 +131,13 @@ def test_bad_x_deliveries_are_refused_recorded_and_store_nothing(client, engine,
     elif case == "tampered":
         r = post_x(client, body.replace(b"Sounds great", b"Sounds bad!!"), header=signing.x_signature(SECRETS["x"], body))
     elif case == "replayed":
-        r = post_x(client, x_body(at_ms=int((time.time() - 2 * 3600) * 1000)))
+        r = post_x(client, x_activity(at_ms=int((time.time() - 2 * 3600) * 1000)))
     elif case == "malformed":
         r = post_x(client, json.dumps({"direct_message_events": []}).encode())
     elif case == "not_json":
         r = post_x(client, b"{not json")
     else:
-        r = post_x(client, x_body(me="999999"))
+        r = post_x(client, x_activity(me="999999"))
     assert r.status_code == status, r.text
     assert r.json()["error"] == reason
     assert SECRETS["x"] not in r.text and SECRETS["x"] not in caplog.text
@@ -204,7 +187,7 @@ def test_an_unconfigured_webhook_answers_503(engine, monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_OUTREACH_WEBHOOK_X", raising=False)
     webhooks.clear_secret_cache()
     client = TestClient(create_app(engine))
-    assert post_x(client, x_body()).status_code == 503
+    assert post_x(client, x_activity()).status_code == 503
     assert client.get("/webhooks/x", params={"crc_token": "t"}).status_code == 503
     webhooks.clear_secret_cache()
 
@@ -216,9 +199,9 @@ def test_an_oversized_body_is_refused(client, engine):
 
 
 def test_the_inbound_page_shows_deliveries_refusals_and_the_backlog(client, engine):
-    post_x(client, x_body())
-    post_x(client, x_body(), secret=None)
-    post_x(client, x_body(eid="1900000000000000002"), header="sha256=AAAA")
+    post_x(client, x_activity())
+    post_x(client, x_activity(), secret=None)
+    post_x(client, x_activity(eid="1900000000000000002"), header="sha256=AAAA")
     page = client.get("/inbound")
     assert page.status_code == 200
     assert 'id="pending">1<' in page.text and 'id="accepted">1<' in page.text and 'id="refused">2<' in page.text
@@ -229,7 +212,7 @@ def test_the_inbound_page_shows_deliveries_refusals_and_the_backlog(client, engi
 
 
 def test_the_crc_endpoint_cannot_be_used_to_sign_a_forged_delivery(client, engine):
-    forged = x_body(sender="50001", eid="424242")
+    forged = x_activity(sender="50001", eid="424242")
     r = client.get("/webhooks/x", params={"crc_token": forged.decode()})
     assert r.status_code == 400 and "response_token" not in r.json()  # the endpoint signs no JSON body
     # (X's scheme makes a CRC answer and a body signature the same HMAC: a token shaped like a body must not pass)
@@ -249,10 +232,7 @@ def test_a_chunked_oversized_body_is_refused_without_reading_it_all(client, engi
 
 
 def test_a_nul_character_in_a_reply_is_dropped_not_a_500(client, engine):
-    body = json.dumps({"for_user_id": "1001", "direct_message_events": [{
-        "type": "message_create", "id": "77", "created_timestamp": str(int(time.time() * 1000)),
-        "message_create": {"sender_id": "50000", "message_data": {"text": "ok\u0000then"}}}]}).encode()
-    r = post_x(client, body)
+    r = post_x(client, x_activity(eid="77", text="ok\u0000then"))
     assert r.status_code == 200, r.text
     with engine.connect() as c:
         assert c.execute(sa.text("SELECT text FROM inbound_signals")).scalar() == "okthen"

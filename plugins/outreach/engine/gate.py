@@ -1,15 +1,9 @@
 """Batch lookups for the gate: recipients' identities, suppressions and conversation history.
 
-The advance reads all of them in one statement per batch (``lookup``); ``recipients``, ``suppressed`` and
-``History`` answer the same questions one at a time for the other callers."""
+The advance reads all of them in one statement per batch (``lookup``)."""
 from __future__ import annotations
 
 import sqlalchemy as sa
-
-PEOPLE_SQL = sa.text("""
-SELECT p.id AS person_id, p.timezone, i.kind, i.value
-FROM people p LEFT JOIN identities i ON i.person_id = p.id WHERE p.id = ANY(:ids)
-""")
 
 _STARTED = """SELECT person_id, id AS enrollment_id FROM enrollments
 WHERE person_id = ANY(:ids) AND status = 'ACTIVE' AND last_action_at IS NOT NULL"""
@@ -17,51 +11,18 @@ WHERE person_id = ANY(:ids) AND status = 'ACTIVE' AND last_action_at IS NOT NULL
 _SENT = """SELECT person_id, enrollment_id, max(occurred_at) AS last FROM events
 WHERE person_id = ANY(:ids) AND kind = 'SENT' GROUP BY person_id, enrollment_id"""
 
-HISTORY_SQL = sa.text(f"""
-SELECT 'started' AS k, person_id, enrollment_id, NULL::timestamptz AS last FROM ({_STARTED}) st
-UNION ALL
-SELECT 'sent', person_id, enrollment_id, last FROM ({_SENT}) se
-""")
-
-SUPPRESSED_SQL = sa.text("""
-SELECT p.id AS person_id, s.kind, s.reason FROM people p JOIN suppressions s ON s.kind = 'global'
-WHERE p.id = ANY(:ids)
-UNION ALL
-SELECT p.id, s.kind, s.reason FROM people p JOIN suppressions s ON s.kind = 'person' AND s.value = p.id::text
-WHERE p.id = ANY(:ids)
-UNION ALL
-SELECT p.id, s.kind, s.reason FROM people p JOIN suppressions s ON s.kind = 'domain' AND s.value = p.company_domain
-WHERE p.id = ANY(:ids)
-UNION ALL
-SELECT i.person_id, s.kind, s.reason FROM identities i JOIN suppressions s ON s.kind = i.kind AND s.value = i.value
-WHERE i.person_id = ANY(:ids)
-UNION ALL
-SELECT i.person_id, s.kind, s.reason FROM identities i
-JOIN suppressions s ON s.kind = 'domain' AND s.value = split_part(i.value, '@', 2)
-WHERE i.person_id = ANY(:ids) AND i.kind = 'email'
-""")
-
 
 def recipients(conn: sa.Connection, person_ids: list[int]) -> dict[int, dict[str, str]]:
-    """person id -> {identity kind: value, "timezone": tz} (one statement for the batch)."""
-    out: dict[int, dict[str, str]] = {pid: {} for pid in person_ids}
-    for r in conn.execute(PEOPLE_SQL, {"ids": person_ids}):
-        if r.kind:
-            out[r.person_id][r.kind] = r.value
-        if r.timezone:
-            out[r.person_id]["timezone"] = r.timezone
-    return out
+    """person id -> {identity kind: value, "timezone": tz}: the recipients part of ``lookup``."""
+    return lookup(conn, person_ids, history=False)[0]
 
 
 class History:
     """Who else is talking to these people: started active enrollments and the last send per enrollment."""
 
-    def __init__(self, conn: sa.Connection | None, person_ids: list[int]):
+    def __init__(self) -> None:  # filled by ``lookup``
         self.started: dict[int, set[int]] = {}
         self.sent: dict[int, dict[int, object]] = {}
-        if conn is not None:
-            for r in conn.execute(HISTORY_SQL, {"ids": person_ids}):
-                self.add(r.k, r.person_id, r.enrollment_id, r.last)
 
     def add(self, k: str, person_id: int, enrollment_id: int, last) -> None:
         if k == "started":
@@ -77,17 +38,9 @@ class History:
         return max(times) if times else None
 
 
-def suppressed(conn: sa.Connection, person_ids: list[int]) -> dict[int, str]:
-    """person id -> reason, for the suppressed ones."""
-    out: dict[int, str] = {}
-    for r in conn.execute(SUPPRESSED_SQL, {"ids": person_ids}):
-        out.setdefault(r.person_id, f"suppressed:{r.kind}:{r.reason}")
-    return out
-
-
 # One statement for the whole gate of a batch. The batch's people and identities are read once (materialized),
-# and every lookup hangs off them: recipients (k 0-1), suppressions in the order ``suppressed`` reports them
-# (k 2-6: global, person, company domain, identity, email domain), and, when asked, the history (k 7-8).
+# and every lookup hangs off them: recipients (k 0-1), suppressions (k 2-6, in this order of precedence:
+# global, person, company domain, identity, email domain), and, when asked, the history (k 7-8).
 _LOOKUP = """
 WITH p AS MATERIALIZED (SELECT id, timezone, company_domain FROM people WHERE id = ANY(:ids)),
      i AS MATERIALIZED (SELECT person_id, kind, value FROM identities WHERE person_id = ANY(:ids))
@@ -113,11 +66,11 @@ UNION ALL SELECT 8, person_id, NULL, NULL, enrollment_id, last FROM ({_SENT}) se
 
 def lookup(conn: sa.Connection, person_ids: list[int], history: bool
            ) -> tuple[dict[int, dict[str, str]], dict[int, str], History | None]:
-    """(recipients, suppressed, History or None) for a batch's people, in one statement: what ``recipients``,
-    ``suppressed`` and ``History`` return. The history is read only when asked for."""
+    """(recipients, person id -> suppression reason, History or None) for a batch's people, in one statement.
+    The history is read only when asked for."""
     people: dict[int, dict[str, str]] = {pid: {} for pid in person_ids}
     blocked: dict[int, tuple[int, str]] = {}
-    hist = History(None, person_ids) if history else None
+    hist = History() if history else None
     for k, pid, kind, value, eid, at in conn.execute(LOOKUP_HISTORY_SQL if history else LOOKUP_SQL,
                                                      {"ids": person_ids}):
         if k == 0:

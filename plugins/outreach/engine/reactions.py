@@ -6,7 +6,6 @@ overlapping backbone run is claimed by one of them (lease, ``FOR UPDATE SKIP LOC
 """
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -46,4 +45,4 @@ def ingest_and_plan(engine: sa.Engine, now: datetime, accounts_per_task: int = 2
                               for chunk in (accs[i:i + accounts_per_task]
                                             for i in range(0, len(accs), accounts_per_task))]
         counts["due_now"] = sum(len(r.ids) for r in rows)
-    return {"counts": dict(Counter(counts)), "plan": plan}
+    return {"counts": dict(counts), "plan": plan}

@@ -26,6 +26,29 @@ STREAMS = {"inbox": {"x": "inbox", "linkedin": "events", "xmtp": "messages", "em
 HISTORY_DAYS = {("x", "inbox"): 30}
 
 
+INSERT_SQL = sa.text("""
+INSERT INTO inbound_signals (provider, account_id, kind, external_id, conversation_id, provider_ref, text,
+                             occurred_at, source)
+SELECT :p, :a, x.kind, x.external_id, x.conversation_id, x.provider_ref, x.text, coalesce(x.occurred_at, :now),
+       :source
+FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(kind text, external_id text, conversation_id text,
+     provider_ref text, text text, occurred_at timestamptz)
+ON CONFLICT (provider, provider_ref) DO NOTHING
+RETURNING id
+""")
+
+
+def insert_signals(conn: sa.Connection, provider: str, account_id: int, signals: list, source: str,
+                   now: datetime) -> list[int]:
+    """Store signals of one account, one statement; a (provider, provider_ref) already stored, by either path
+    (``poll`` or ``webhook``), is skipped. Returns the ids of the new rows."""
+    if not signals:
+        return []
+    return [r[0] for r in conn.execute(INSERT_SQL, {
+        "p": provider, "a": account_id, "now": now, "source": source,
+        "rows": json.dumps([s.as_row() for s in signals])})]
+
+
 def poll_account(engine: sa.Engine, account, provider_client, stream: str, now: datetime) -> Counter:
     """Read what is new on one stream of one account; store signals and the cursor in one transaction."""
     counts: Counter = Counter()
@@ -43,17 +66,7 @@ def poll_account(engine: sa.Engine, account, provider_client, stream: str, now: 
     counts["polled"] += len(signals)
     with engine.begin() as conn:
         if signals:
-            inserted = conn.execute(sa.text("""
-                INSERT INTO inbound_signals (provider, account_id, kind, external_id, conversation_id, provider_ref,
-                                             text, occurred_at, source)
-                SELECT :p, :a, x.kind, x.external_id, x.conversation_id, x.provider_ref, x.text,
-                       coalesce(x.occurred_at, :now), 'poll'
-                FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(kind text, external_id text, conversation_id text,
-                     provider_ref text, text text, occurred_at timestamptz)
-                ON CONFLICT (provider, provider_ref) DO NOTHING"""), {
-                "p": account.provider, "a": account.id, "now": now,
-                "rows": json.dumps([s.as_row() for s in signals]),
-            }).rowcount
+            inserted = len(insert_signals(conn, account.provider, account.id, signals, "poll", now))
             counts["new_signals"] += inserted
             counts["duplicate_signals"] += len(signals) - inserted
         conn.execute(sa.text("""

@@ -6,28 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
+from outreach.engine.signals import insert_signals
+from outreach.inbound import CHANNEL
 from outreach.providers.base import Signal
-
-CHANNEL = "outreach_inbound"
 
 
 class UnknownAccount(LookupError):
     """The payload names a sender account we do not have (HTTP 404)."""
-
-
-INSERT_SQL = sa.text("""
-INSERT INTO inbound_signals (provider, account_id, kind, external_id, conversation_id, provider_ref, text,
-                             occurred_at, source)
-SELECT :p, :a, x.kind, x.external_id, x.conversation_id, x.provider_ref, x.text, coalesce(x.occurred_at, now()),
-       'webhook'
-FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(kind text, external_id text, conversation_id text,
-     provider_ref text, text text, occurred_at timestamptz)
-ON CONFLICT (provider, provider_ref) DO NOTHING
-RETURNING id
-""")
 
 
 def account_for(conn: sa.Connection, provider: str, user_id: str) -> int | None:
@@ -40,12 +29,11 @@ def store(engine: sa.Engine, provider: str, user_id: str, signals: list[Signal],
           remote: str | None) -> dict:
     """Insert the signals (duplicates of either path skipped), record the delivery, NOTIFY when something is new.
     One transaction. Raises :class:`UnknownAccount` (and writes nothing but the refusal) for an unknown account."""
-    rows = [s.as_row() for s in signals]
     with engine.begin() as conn:
         account_id = account_for(conn, provider, user_id)
         if account_id is None:
             raise UnknownAccount(f"no {provider} sender account with user id {user_id!r}")
-        ids = [r[0] for r in conn.execute(INSERT_SQL, {"p": provider, "a": account_id, "rows": json.dumps(rows)})]
+        ids = insert_signals(conn, provider, account_id, signals, "webhook", datetime.now(timezone.utc))
         _delivery(conn, provider, 200, "accepted", None, body, remote, account_id, len(signals), len(ids))
         if ids:
             conn.execute(sa.text("SELECT pg_notify(:c, :m)"),

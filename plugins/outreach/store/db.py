@@ -74,10 +74,12 @@ def embedded_url(data_dir: Path | None = None) -> str:
     return server.get_uri(driver="psycopg2")
 
 
-def resolve_url() -> str:
+def resolve_url(allow_embedded: bool = True) -> str:
     url = os.environ.get("OUTREACH_DATABASE_URL") or _airflow_conn_url()
     if url:
         return url
+    if not allow_embedded:
+        raise LookupError("no database configured (OUTREACH_DATABASE_URL or the Airflow connection outreach_db)")
     return embedded_url()
 
 

@@ -20,7 +20,8 @@ from typing import Any, AsyncIterator
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-CHANNEL = "outreach_inbound"
+from outreach.inbound import CHANNEL
+
 PENDING_SQL = ("SELECT count(*), max(id), extract(epoch FROM now() - min(received_at)) "
                "FROM inbound_signals WHERE processed_at IS NULL")
 log = logging.getLogger(__name__)
@@ -93,21 +94,16 @@ class InboundSignalTrigger(BaseEventTrigger):
 
     @staticmethod
     async def _database_url() -> str:
-        """The engine's database as configured (``OUTREACH_DATABASE_URL``, else the connection ``outreach_db``);
-        never the embedded fallback: a triggerer that started its own empty server would listen to nothing."""
-        import os
-
-        from outreach.store.db import connection_url
+        """The engine's database as configured; never the embedded fallback (a triggerer that started its own
+        empty server would listen to nothing). Retried with backoff until it is configured."""
+        from outreach.store.db import resolve_url
 
         backoff = 1.0
         while True:
-            url = os.environ.get("OUTREACH_DATABASE_URL")
-            if url:
-                return url
             try:
-                return await asyncio.to_thread(connection_url, "outreach_db")
+                return await asyncio.to_thread(resolve_url, allow_embedded=False)
             except LookupError as e:
-                log.error("inbound trigger: no database configured (%s); retrying in %.0fs", e, backoff)
+                log.error("inbound trigger: %s; retrying in %.0fs", e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
 

@@ -9,26 +9,21 @@ from __future__ import annotations
 
 import html
 from datetime import datetime, timezone
-from functools import lru_cache
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
 
 from outreach.providers.email import UNSUBSCRIBE_CONN, verify_unsubscribe_token
+from outreach.web import secrets
 
 REFUSED = "This unsubscribe link is not valid."
 DONE = "You have been unsubscribed. You will not hear from us again."
 
 
-@lru_cache(maxsize=1)
 def _secret() -> str | None:
-    from airflow.sdk import BaseHook
-
-    try:
-        return BaseHook.get_connection(UNSUBSCRIBE_CONN).password or None
-    except Exception:  # noqa: BLE001 - not configured: every token is refused
-        return None
+    return secrets.connection_password(UNSUBSCRIBE_CONN)  # not configured: every token is refused
 
 
 def _page(message: str, form_token: str | None = None, status: int = 200) -> HTMLResponse:
@@ -77,10 +72,10 @@ def router(get_engine) -> APIRouter:
 
     @r.post("/unsubscribe", response_class=HTMLResponse)
     async def one_click(request: Request, token: str | None = None) -> HTMLResponse:
-        enrollment_id = _enrollment(token)
+        enrollment_id = await run_in_threadpool(_enrollment, token)  # the secret lookup may query a backend
         if enrollment_id is None:
             return _page(REFUSED, status=400)
-        unsubscribe(get_engine(), enrollment_id, datetime.now(timezone.utc))
+        await run_in_threadpool(unsubscribe, get_engine(), enrollment_id, datetime.now(timezone.utc))
         return _page(DONE)
 
     return r

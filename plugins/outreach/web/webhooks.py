@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import time
 
 import sqlalchemy as sa
@@ -35,42 +34,25 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from outreach.inbound import parse, signing, store
+from outreach.web import secrets
 
 log = logging.getLogger(__name__)
 
 PROVIDERS = ("x", "linkedin", "xmtp", "email")
 CONN_PREFIX = "outreach_webhook_"
 MAX_BODY = 1 << 20
-X_REPLAY_SECONDS = 3600
+X_REPLAY_SECONDS = 3600  # X signs no timestamp: a body whose newest event is older than this is a replay
 # X's CRC tokens are short base64-ish strings. Anything else is refused: the CRC answer is an HMAC with the same
 # secret as the POST signature, so echoing it for an arbitrary token (a JSON body) would sign forged deliveries.
-CRC_TOKEN = re.compile(r"[A-Za-z0-9+/=_-]{1,256}")  # X signs no timestamp: a body whose newest event is older than this is a replay
-_SECRET_TTL = 60.0
-_secrets: dict[str, tuple[float, str | None]] = {}
-_secrets_lock = threading.Lock()
+CRC_TOKEN = re.compile(r"[A-Za-z0-9+/=_-]{1,256}")
 
 
 def secret(provider: str) -> str | None:
-    """The provider's webhook secret from its Airflow connection (cached for a minute); None if not configured."""
-    now = time.monotonic()
-    with _secrets_lock:
-        hit = _secrets.get(provider)
-        if hit and now - hit[0] < _SECRET_TTL:
-            return hit[1]
-    from airflow.sdk import BaseHook
-
-    try:
-        value = BaseHook.get_connection(CONN_PREFIX + provider).password or None
-    except Exception:  # noqa: BLE001 - not configured: every delivery is refused with 503
-        value = None
-    with _secrets_lock:
-        _secrets[provider] = (now, value)
-    return value
+    """The provider's webhook secret (Airflow connection ``outreach_webhook_<provider>``); None if not configured."""
+    return secrets.connection_password(CONN_PREFIX + provider)
 
 
-def clear_secret_cache() -> None:
-    with _secrets_lock:
-        _secrets.clear()
+clear_secret_cache = secrets.clear
 
 
 def _answer(status: int, reason: str, detail: str) -> JSONResponse:
